@@ -1,0 +1,379 @@
+//! Server configuration: the keys, their defaults, and the order in which sources override
+//! each other. This is a contract (design.md "Configuration and command line"): tools and
+//! tests set these names, so a key is renamed only when an issue says so.
+//!
+//! Precedence, lowest first: built-in defaults < config file (`--config FILE`, else
+//! `./ankisyncd.toml` when present) < the official server's variables (`SYNC_HOST`,
+//! `SYNC_PORT`, `SYNC_BASE`, `MAX_SYNC_PAYLOAD_MEGS`) < `ANKISYNCD_*` variables <
+//! command-line flags. An unknown key or a bad value is an error that names the key; this
+//! module never guesses.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::{Dict, Value};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Name of the config file picked up from the working directory when `--config` is absent.
+pub const DEFAULT_CONFIG_FILE: &str = "ankisyncd.toml";
+
+/// Every setting of the server. Field names are the config-file keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub host: IpAddr,
+    /// TCP port to listen on.
+    pub port: u16,
+    /// The one database file holding users, collections and media.
+    pub database: PathBuf,
+    /// tracing filter: a level (`info`) or directives (`info,ankisyncd=debug`).
+    pub log_level: String,
+    /// Largest request body accepted from the wire, in MiB; decompressed bodies may be up to
+    /// three times this (as in the official server).
+    pub max_payload_megs: u64,
+    /// Seconds without a request after which a user's in-memory state (actor, sync session in
+    /// progress) is dropped.
+    pub user_idle_secs: u64,
+    /// Failed logins allowed per client address and per user name within
+    /// `login_window_secs` before further attempts are refused for the rest of the window.
+    pub login_failures: u32,
+    pub login_window_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            host: IpAddr::from([127, 0, 0, 1]),
+            port: 27701,
+            database: PathBuf::from("./ankisyncd.redb"),
+            log_level: "info".to_string(),
+            max_payload_megs: 1024,
+            user_idle_secs: 600,
+            login_failures: 10,
+            login_window_secs: 300,
+        }
+    }
+}
+
+impl Config {
+    /// Bytes accepted from the wire for one request body.
+    pub fn max_body_bytes(&self) -> u64 {
+        self.max_payload_megs.saturating_mul(1024 * 1024)
+    }
+
+    /// Bytes a request body may decompress to (the official server's `MAX_UNCOMPRESSED`).
+    pub fn max_decompressed_bytes(&self) -> u64 {
+        self.max_body_bytes().saturating_mul(3)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: &str| ConfigError::Invalid {
+            key: key.to_string(),
+            reason: reason.to_string(),
+        };
+        if self.max_payload_megs == 0 {
+            return Err(bad("max_payload_megs", "must be at least 1"));
+        }
+        if self.max_payload_megs > 64 * 1024 {
+            return Err(bad("max_payload_megs", "must be at most 65536 (64 GiB)"));
+        }
+        if self.user_idle_secs == 0 {
+            return Err(bad("user_idle_secs", "must be at least 1"));
+        }
+        if self.login_window_secs == 0 {
+            return Err(bad("login_window_secs", "must be at least 1"));
+        }
+        if self.database.as_os_str().is_empty() {
+            return Err(bad("database", "must not be empty"));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return Err(bad("log_level", &e.to_string()));
+        }
+        Ok(())
+    }
+}
+
+/// Values given on the command line; `None` means "not given", so lower sources stay.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_payload_megs: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: not found")]
+    MissingFile { path: PathBuf },
+    #[error("configuration: {0}")]
+    Figment(String),
+    #[error("configuration key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+impl Config {
+    /// Load from every source in precedence order. `config_file` is `--config`; `env` is the
+    /// process environment (passed in so tests need not mutate the real one).
+    pub fn load(
+        config_file: Option<&Path>,
+        env: &BTreeMap<String, String>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match config_file {
+            Some(path) if !path.is_file() => {
+                return Err(ConfigError::MissingFile {
+                    path: path.to_path_buf(),
+                })
+            }
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new(DEFAULT_CONFIG_FILE).is_file() => {
+                figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG_FILE))
+            }
+            None => {}
+        }
+        let config = figment
+            .merge(Serialized::defaults(official_fallbacks(env)))
+            .merge(ankisyncd_env(env))
+            .merge(Serialized::defaults(overrides))
+            .extract::<Config>()
+            .map_err(|e| ConfigError::Figment(describe(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// The official server's variable names, for drop-in replacement. `SYNC_BASE` names a folder,
+/// so the database goes inside it.
+fn official_fallbacks(env: &BTreeMap<String, String>) -> Dict {
+    let mut dict = Dict::new();
+    let mut put = |key: &str, value: &str| {
+        dict.insert(key.to_string(), env_value(value));
+    };
+    if let Some(v) = env.get("SYNC_HOST") {
+        put("host", v);
+    }
+    if let Some(v) = env.get("SYNC_PORT") {
+        put("port", v);
+    }
+    if let Some(v) = env.get("SYNC_BASE") {
+        let db = Path::new(v).join("ankisyncd.redb");
+        put("database", &db.to_string_lossy());
+    }
+    if let Some(v) = env.get("MAX_SYNC_PAYLOAD_MEGS") {
+        put("max_payload_megs", v);
+    }
+    dict
+}
+
+/// `ANKISYNCD_*` variables, read from the given map rather than the process environment.
+fn ankisyncd_env(env: &BTreeMap<String, String>) -> Serialized<Dict> {
+    let mut dict = Dict::new();
+    for (name, value) in env {
+        let Some(key) = name.strip_prefix("ANKISYNCD_") else {
+            continue;
+        };
+        // Not settings: the path of the config file is a flag, and users come from their own
+        // variables.
+        if key.is_empty() {
+            continue;
+        }
+        dict.insert(key.to_ascii_lowercase(), env_value(value));
+    }
+    Serialized::defaults(dict)
+}
+
+/// Environment values are text; read numbers and booleans the way figment's own `Env`
+/// provider does, so `ANKISYNCD_PORT=8080` is a number and `ANKISYNCD_PORT=x` an error
+/// naming `port`.
+fn env_value(text: &str) -> Value {
+    match text.parse::<Value>() {
+        Ok(value) => value,
+        Err(never) => match never {},
+    }
+}
+
+/// figment's messages name the key but also its internal profile; keep what a user needs.
+fn describe(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let source = match &e.metadata {
+                Some(meta) => format!(" (from {})", meta.name),
+                None => String::new(),
+            };
+            if key.is_empty() {
+                format!("{}{source}", e.kind)
+            } else {
+                format!("key `{key}`: {}{source}", e.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The process environment as a map, for `Config::load`.
+pub fn process_env() -> BTreeMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn load(
+        file: Option<&Path>,
+        pairs: &[(&str, &str)],
+        o: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        Config::load(file, &env(pairs), o)
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = load(None, &[], &Overrides::default()).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.host.to_string(), "127.0.0.1");
+        assert_eq!(c.port, 27701);
+        assert_eq!(c.database, PathBuf::from("./ankisyncd.redb"));
+        assert_eq!(c.max_payload_megs, 1024);
+        assert_eq!(c.max_decompressed_bytes(), 3 * 1024 * 1024 * 1024);
+    }
+
+    #[test]
+    fn each_source_overrides_the_one_below() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "port = 1001\nhost = \"0.0.0.0\"\nlog_level = \"debug\"\n").unwrap();
+        let f = Some(file.as_path());
+        let none = Overrides::default();
+
+        assert_eq!(load(f, &[], &none).unwrap().port, 1001);
+        assert_eq!(load(f, &[("SYNC_PORT", "1002")], &none).unwrap().port, 1002);
+        let both = [("SYNC_PORT", "1002"), ("ANKISYNCD_PORT", "1003")];
+        assert_eq!(load(f, &both, &none).unwrap().port, 1003);
+        let flag = Overrides {
+            port: Some(1004),
+            ..Default::default()
+        };
+        assert_eq!(load(f, &both, &flag).unwrap().port, 1004);
+        // Keys not overridden keep the file's value.
+        let c = load(f, &both, &flag).unwrap();
+        assert_eq!(c.host.to_string(), "0.0.0.0");
+        assert_eq!(c.log_level, "debug");
+    }
+
+    #[test]
+    fn official_server_variables_are_fallbacks() {
+        let c = load(
+            None,
+            &[
+                ("SYNC_HOST", "0.0.0.0"),
+                ("SYNC_BASE", "/srv/anki"),
+                ("MAX_SYNC_PAYLOAD_MEGS", "100"),
+            ],
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.host.to_string(), "0.0.0.0");
+        assert_eq!(c.database, PathBuf::from("/srv/anki/ankisyncd.redb"));
+        assert_eq!(c.max_body_bytes(), 100 * 1024 * 1024);
+        let c = load(
+            None,
+            &[("SYNC_BASE", "/a"), ("ANKISYNCD_DATABASE", "/b/x.redb")],
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.database, PathBuf::from("/b/x.redb"));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = load(None, &[("ANKISYNCD_PROT", "1")], &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("prot"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "databse = \"x\"\n").unwrap();
+        let err = load(Some(&file), &[], &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("databse"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        for (var, key) in [
+            ("ANKISYNCD_PORT", "port"),
+            ("SYNC_PORT", "port"),
+            ("ANKISYNCD_HOST", "host"),
+            ("ANKISYNCD_MAX_PAYLOAD_MEGS", "max_payload_megs"),
+        ] {
+            let err = load(None, &[(var, "not-a-value")], &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains(key), "{var}: {err}");
+        }
+        let err = load(None, &[("ANKISYNCD_PORT", "70000")], &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("port"), "{err}");
+        let err = load(
+            None,
+            &[("ANKISYNCD_MAX_PAYLOAD_MEGS", "0")],
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("max_payload_megs"), "{err}");
+        let err = load(
+            None,
+            &[("ANKISYNCD_LOG_LEVEL", "info,=[")],
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("log_level"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_or_malformed_config_file_is_an_error() {
+        let err = load(
+            Some(Path::new("/nonexistent/x.toml")),
+            &[],
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::MissingFile { .. }));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "port = [").unwrap();
+        assert!(load(Some(&file), &[], &Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn the_example_config_lists_every_key_with_its_default() {
+        let text = include_str!("../config.example.toml");
+        let example: Config = toml_like(text);
+        assert_eq!(example, Config::default());
+    }
+
+    /// Parse the example file through figment, so the test fails if it names an unknown key
+    /// or a default differs.
+    fn toml_like(text: &str) -> Config {
+        Figment::from(Toml::string(text)).extract().unwrap()
+    }
+}

@@ -1,0 +1,118 @@
+//! The one database file. `Store` opens it once, owns the `redb::Database`, and offers
+//! short, typed transactions to the layers above (users, host keys, collections). It knows
+//! nothing of HTTP or of the sync protocol.
+//!
+//! Never hold a write transaction across an `.await` or a network round trip: redb has one
+//! writer, so a long write blocks every user.
+
+mod collections;
+mod error;
+mod tables;
+mod users;
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable};
+
+pub use error::StoreError;
+pub use tables::{CollectionRecord, HostKeyRecord, UserRecord};
+pub use users::{HostKeyHash, UserSummary, UserUpsert};
+
+use tables::{
+    COLLECTIONS, FORMAT_VERSION, HOST_KEYS, META, META_FORMAT, USERS, USER_HOST_KEYS, USER_NAMES,
+};
+
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Open (or create) the database file. Fails with [`StoreError::Locked`] when another
+    /// process, such as a running server, holds it.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        let db = Database::create(path).map_err(|e| StoreError::open(path, e))?;
+        let store = Store {
+            db,
+            path: path.to_path_buf(),
+        };
+        store.initialize()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Create every table so readers never meet a missing one, and check the layout version.
+    fn initialize(&self) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut meta = tx.open_table(META)?;
+            let found = meta.get(META_FORMAT)?.map(|v| v.value());
+            match found {
+                None => {
+                    meta.insert(META_FORMAT, FORMAT_VERSION)?;
+                }
+                Some(v) if v == FORMAT_VERSION => {}
+                Some(v) => {
+                    return Err(StoreError::UnsupportedFormat {
+                        found: v,
+                        supported: FORMAT_VERSION,
+                    })
+                }
+            }
+            tx.open_table(USERS)?;
+            tx.open_table(USER_NAMES)?;
+            tx.open_table(HOST_KEYS)?;
+            tx.open_table(USER_HOST_KEYS)?;
+            tx.open_table(COLLECTIONS)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn read(&self) -> Result<redb::ReadTransaction, StoreError> {
+        Ok(self.db.begin_read()?)
+    }
+
+    fn write(&self) -> Result<redb::WriteTransaction, StoreError> {
+        Ok(self.db.begin_write()?)
+    }
+}
+
+/// Decode a MessagePack value, naming the row when the bytes are not what we wrote.
+fn decode<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    table: &'static str,
+    key: impl std::fmt::Display,
+) -> Result<T, StoreError> {
+    rmp_serde::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        table,
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    rmp_serde::to_vec_named(value).map_err(|e| StoreError::Encode(e.to_string()))
+}
+
+#[cfg(test)]
+pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("test.redb")).expect("open store");
+    (dir, store)
+}
