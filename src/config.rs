@@ -60,16 +60,6 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Bytes accepted from the wire for one request body.
-    pub fn max_body_bytes(&self) -> u64 {
-        self.max_payload_megs.saturating_mul(1024 * 1024)
-    }
-
-    /// Bytes a request body may decompress to (the official server's `MAX_UNCOMPRESSED`).
-    pub fn max_decompressed_bytes(&self) -> u64 {
-        self.max_body_bytes().saturating_mul(3)
-    }
-
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, reason: &str| ConfigError::Invalid {
             key: key.to_string(),
@@ -258,14 +248,17 @@ mod tests {
         assert_eq!(c.port, 27701);
         assert_eq!(c.database, PathBuf::from("./ankisyncd.redb"));
         assert_eq!(c.max_payload_megs, 1024);
-        assert_eq!(c.max_decompressed_bytes(), 3 * 1024 * 1024 * 1024);
     }
 
     #[test]
     fn each_source_overrides_the_one_below() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
-        std::fs::write(&file, "port = 1001\nhost = \"0.0.0.0\"\nlog_level = \"debug\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "port = 1001\nhost = \"0.0.0.0\"\nlog_level = \"debug\"\n",
+        )
+        .unwrap();
         let f = Some(file.as_path());
         let none = Overrides::default();
 
@@ -298,7 +291,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.host.to_string(), "0.0.0.0");
         assert_eq!(c.database, PathBuf::from("/srv/anki/ankisyncd.redb"));
-        assert_eq!(c.max_body_bytes(), 100 * 1024 * 1024);
+        assert_eq!(c.max_payload_megs, 100);
         let c = load(
             None,
             &[("SYNC_BASE", "/a"), ("ANKISYNCD_DATABASE", "/b/x.redb")],

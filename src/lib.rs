@@ -1,6 +1,13 @@
 //! ankisyncd: a self-hosted Anki sync server. The binary (`main.rs`) is a thin shell over
-//! this library; ARCHITECTURE.md maps the modules and the path of a request through them.
+//! this library; ARCHITECTURE.md maps the modules and the path of a request through them:
+//! `http` → `protocol` → actors → `sync` → `store`.
 
-pub mod config;
-pub mod store;
+mod app;
 pub mod auth;
+pub mod cli;
+mod clock;
+pub mod config;
+mod http;
+mod protocol;
+pub mod store;
+mod sync;

@@ -160,8 +160,11 @@ mod tests {
         assert!(err.to_string().contains("SYNC_USER1"), "{err}");
         let err = env_users(&env(&[("SYNC_USER1", ":pw")])).unwrap_err();
         assert!(err.to_string().contains("SYNC_USER1"), "{err}");
-        let err = env_users(&env(&[("SYNC_USER1", "a:plain"), ("PASSWORDS_HASHED", "1")]))
-            .unwrap_err();
+        let err = env_users(&env(&[
+            ("SYNC_USER1", "a:plain"),
+            ("PASSWORDS_HASHED", "1"),
+        ]))
+        .unwrap_err();
         assert!(matches!(err, EnvUserError::Hash { .. }), "{err}");
     }
 

@@ -1,13 +1,16 @@
 //! Who may sync: password hashing and verification, host keys, users declared in the
 //! environment, and the failed-login limiter. Pure logic over `store`; no HTTP here.
 
+mod directory;
 mod env_users;
 mod host_key;
 mod password;
 mod rate_limit;
 
+pub use directory::{StoreDirectory, UserRef};
 pub use env_users::{apply_env_users, env_users, EnvUser, EnvUserError, EnvUserOutcome};
 pub use host_key::{hash_host_key, new_host_key};
+pub(crate) use password::decoy_hash;
 pub use password::{hash_password, verify_password, PasswordError};
 pub use rate_limit::LoginLimiter;
 

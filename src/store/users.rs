@@ -16,9 +16,14 @@ pub type HostKeyHash = [u8; 32];
 /// What `set_user` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserUpsert {
-    Created { id: u64 },
+    Created {
+        id: u64,
+    },
     /// The password hash changed; the user's devices were logged out.
-    PasswordChanged { id: u64, revoked_keys: usize },
+    PasswordChanged {
+        id: u64,
+        revoked_keys: usize,
+    },
 }
 
 /// One line of `user list`.
@@ -35,9 +40,7 @@ impl Store {
         let tx = self.read()?;
         let users = tx.open_table(USERS)?;
         let found = users.get(name)?;
-        found
-            .map(|v| decode(v.value(), "users", name))
-            .transpose()
+        found.map(|v| decode(v.value(), "users", name)).transpose()
     }
 
     /// Create the user, or give an existing user a new password hash (which logs out every
@@ -143,7 +146,11 @@ impl Store {
 
     /// Record a host key issued at login. Fails quietly (no key stored) if the user was
     /// removed in the meantime, so a racing removal cannot leave an orphan key.
-    pub fn add_host_key(&self, hash: &HostKeyHash, record: &HostKeyRecord) -> Result<bool, StoreError> {
+    pub fn add_host_key(
+        &self,
+        hash: &HostKeyHash,
+        record: &HostKeyRecord,
+    ) -> Result<bool, StoreError> {
         let tx = self.write()?;
         let stored = {
             let names = tx.open_table(USER_NAMES)?;
@@ -161,15 +168,23 @@ impl Store {
         Ok(stored)
     }
 
-    /// The user a host key belongs to, if the key is known.
-    pub fn resolve_host_key(&self, hash: &HostKeyHash) -> Result<Option<u64>, StoreError> {
+    /// The user (id and name) a host key belongs to, if the key is known.
+    pub fn resolve_host_key(
+        &self,
+        hash: &HostKeyHash,
+    ) -> Result<Option<(u64, String)>, StoreError> {
         let tx = self.read()?;
         let keys = tx.open_table(HOST_KEYS)?;
         let found = keys.get(hash)?;
-        let record = found
+        let Some(record) = found
             .map(|v| decode::<HostKeyRecord>(v.value(), "host_keys", hex::encode(hash)))
-            .transpose()?;
-        Ok(record.map(|r| r.user_id))
+            .transpose()?
+        else {
+            return Ok(None);
+        };
+        let names = tx.open_table(USER_NAMES)?;
+        let name = names.get(record.user_id)?.map(|v| v.value().to_string());
+        Ok(name.map(|name| (record.user_id, name)))
     }
 }
 
@@ -224,7 +239,7 @@ mod tests {
         let (kb, rb) = key(2, 2);
         assert!(store.add_host_key(&ka, &ra).unwrap());
         assert!(store.add_host_key(&kb, &rb).unwrap());
-        assert_eq!(store.resolve_host_key(&ka).unwrap(), Some(1));
+        assert_eq!(store.resolve_host_key(&ka).unwrap().map(|u| u.0), Some(1));
         let changed = store.set_user("alice", "h3", 0).unwrap();
         assert_eq!(
             changed,
@@ -234,7 +249,7 @@ mod tests {
             }
         );
         assert_eq!(store.resolve_host_key(&ka).unwrap(), None);
-        assert_eq!(store.resolve_host_key(&kb).unwrap(), Some(2));
+        assert_eq!(store.resolve_host_key(&kb).unwrap().map(|u| u.0), Some(2));
     }
 
     #[test]

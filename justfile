@@ -1,0 +1,23 @@
+# Optional shortcuts; every recipe is a plain cargo command you can run yourself.
+
+# Run the server with one user (me / secret) on 127.0.0.1:27701.
+run:
+    SYNC_USER1=me:secret cargo run --release
+
+# Every test, including the real-client end-to-end tests.
+test:
+    cargo test
+
+# What CI runs.
+ci:
+    bash .ci/run
+
+fmt:
+    cargo fmt --all
+
+lint:
+    cargo clippy --all-targets -- -D warnings
+
+# Optimised binary at target/release/ankisyncd.
+build:
+    cargo build --release

@@ -1,0 +1,172 @@
+//! One request, start to finish: route it, decode its envelope, authenticate it, hand it to
+//! the method's handler (through the user's actor for anything that touches a user's data),
+//! encode the answer, and write the request's one log line.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+
+use super::envelope::{self, SyncRequest};
+use super::error::{plain, ApiError};
+use super::pages;
+use super::router::{route, Route};
+use crate::app::App;
+use crate::auth::UserRef;
+use crate::protocol::{parse_json, HostKeyRequest, MetaRequest, Method, SyncMethod};
+use crate::sync;
+
+/// What the request's log line says besides method, status and timing.
+#[derive(Default)]
+struct Context {
+    user: Option<UserRef>,
+    client: String,
+}
+
+pub(crate) async fn handle(
+    app: Arc<App>,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
+    let started = Instant::now();
+    let path = request.uri().path().to_string();
+    let route = route(request.method(), &path);
+    let bytes_in = Arc::new(AtomicU64::new(0));
+    let mut context = Context::default();
+
+    let result = match &route {
+        Route::Health => Ok(plain(StatusCode::OK, "")),
+        Route::Index => {
+            let host = request
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok());
+            let page = pages::index(host, &app.listen_address(), app.uptime());
+            Ok(plain(StatusCode::OK, &page))
+        }
+        Route::NotFound => Err(ApiError::NotFound(path.clone())),
+        Route::MethodNotAllowed => Err(ApiError::MethodNotAllowed),
+        Route::MediaBeginQuery => match envelope::decode_media_begin_query(request.uri().query()) {
+            Ok(decoded) => {
+                context.client = decoded.client_version.clone();
+                let begin = Method::Media(crate::protocol::MediaMethod::Begin);
+                api(&app, begin, decoded, peer, &mut context).await
+            }
+            Err(e) => Err(e.into()),
+        },
+        Route::Api(method) => {
+            let (parts, body) = request.into_parts();
+            let counter = bytes_in.clone();
+            let body = body.map_frame(move |frame| {
+                if let Some(data) = frame.data_ref() {
+                    counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+                frame
+            });
+            match envelope::decode_post(&parts.headers, body, &app.limits).await {
+                Ok(decoded) => {
+                    context.client = decoded.client_version.clone();
+                    api(&app, *method, decoded, peer, &mut context).await
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+    };
+
+    let response = result.unwrap_or_else(|e| e.into_response(context.user.as_ref()));
+    log_request(&route, &path, &context, &response, &bytes_in, started);
+    response
+}
+
+async fn api(
+    app: &App,
+    method: Method,
+    request: SyncRequest,
+    peer: SocketAddr,
+    context: &mut Context,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let body = match method {
+        Method::Sync(SyncMethod::HostKey) => {
+            let login: HostKeyRequest = parse_json(&request.body).map_err(ApiError::BadJson)?;
+            context.user = None;
+            let reply = sync::host_key(
+                app.store.clone(),
+                &app.limiter,
+                peer.ip(),
+                request.client_version.clone(),
+                login,
+                crate::clock::now_secs(),
+            )
+            .await?;
+            json(&reply)?
+        }
+        Method::Sync(SyncMethod::Meta) => {
+            let user = app.users.resolve(&request.host_key).await?;
+            context.user = Some(user.clone());
+            let meta: MetaRequest = parse_json(&request.body).map_err(ApiError::BadJson)?;
+            if context.client.is_empty() {
+                context.client = meta.client_version.clone();
+            }
+            let store = app.store.clone();
+            let reply = app
+                .users
+                .run(&user, move |state| {
+                    sync::meta(&store, state, &meta, crate::clock::now_millis())
+                })
+                .await??;
+            json(&reply)?
+        }
+        other => {
+            // Authenticate first: an unknown key must get 403 whatever it asks for.
+            let user = app.users.resolve(&request.host_key).await?;
+            context.user = Some(user);
+            return Err(sync::SyncError::NotImplemented(match other {
+                Method::Sync(_) => "this collection sync method",
+                Method::Media(_) => "media sync",
+            })
+            .into());
+        }
+    };
+    Ok(envelope::encode_ok(&request.envelope, body)?)
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<Bytes, ApiError> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::Sync(sync::SyncError::Internal(format!("encoding reply: {e}"))))
+}
+
+fn log_request(
+    route: &Route,
+    path: &str,
+    context: &Context,
+    response: &Response<Full<Bytes>>,
+    bytes_in: &AtomicU64,
+    started: Instant,
+) {
+    use http_body::Body as _;
+    let method = match route {
+        Route::Api(m) => m.label(),
+        _ => path.to_string(),
+    };
+    let status = response.status().as_u16();
+    let bytes_out = response.body().size_hint().exact().unwrap_or(0);
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let user = context.user.as_ref().map_or("-", |u| &u.name);
+    let client = if context.client.is_empty() {
+        "-"
+    } else {
+        context.client.as_str()
+    };
+    let bytes_in = bytes_in.load(Ordering::Relaxed);
+    if matches!(route, Route::Health) {
+        tracing::debug!(%method, status, "request");
+    } else {
+        tracing::info!(%method, user, client, status, bytes_in, bytes_out, ms = format_args!("{ms:.1}"), "request");
+    }
+}

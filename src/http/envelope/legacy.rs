@@ -1,0 +1,100 @@
+//! The legacy envelope: `multipart/form-data` with an optionally gzip-compressed `data`
+//! field (sync versions 8–10, spec §1.4).
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+
+use super::{
+    check_plain_size, decompress, Codec, Envelope, EnvelopeError, Limits, SyncRequest,
+    LEGACY_SYNC_VERSION,
+};
+
+/// What legacy clients send in place of "no arguments".
+const EMPTY_OBJECT: &[u8] = b"{}";
+
+/// The recognised form fields; a repeated field keeps its last value.
+#[derive(Debug, Default)]
+struct Fields {
+    compression: Option<String>,
+    k: Option<String>,
+    sk: Option<String>,
+    s: Option<String>,
+    v: Option<String>,
+    data: Option<Bytes>,
+}
+
+pub(super) async fn decode_multipart<B>(
+    boundary: String,
+    body: B,
+    limits: &Limits,
+) -> Result<SyncRequest, EnvelopeError>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    // multer counts every byte it pulls from the body, including parts we skip, so this is
+    // the compressed-size cap for the whole request.
+    let constraints = multer::Constraints::new()
+        .size_limit(multer::SizeLimit::new().whole_stream(limits.max_body));
+    let mut multipart =
+        multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
+    let mut fields = Fields::default();
+    while let Some(field) = multipart.next_field().await.map_err(multer_error)? {
+        let slot = match field.name() {
+            Some("c") => &mut fields.compression,
+            Some("k") => &mut fields.k,
+            Some("sk") => &mut fields.sk,
+            Some("s") => &mut fields.s,
+            Some("v") => &mut fields.v,
+            Some("data") => {
+                fields.data = Some(field.bytes().await.map_err(multer_error)?);
+                continue;
+            }
+            // Unknown parts are skipped (and still counted) by the next `next_field`.
+            _ => continue,
+        };
+        *slot = Some(field.text().await.map_err(multer_error)?);
+    }
+
+    let body = match fields.data {
+        Some(data) if !data.is_empty() => {
+            // Any flag other than "0" means gzip; no flag at all means plain (spec §1.4).
+            let gzipped = fields.compression.as_deref().is_some_and(|c| c != "0");
+            if gzipped {
+                decompress(Codec::Gzip, data, limits.max_decompressed).await?
+            } else {
+                check_plain_size(&data, limits)?;
+                data
+            }
+        }
+        _ => Bytes::from_static(EMPTY_OBJECT),
+    };
+    Ok(SyncRequest {
+        envelope: Envelope::Legacy,
+        sync_version: LEGACY_SYNC_VERSION,
+        host_key: host_key(fields.k, fields.sk),
+        session_key: fields.s.unwrap_or_default(),
+        client_version: fields.v.clone().unwrap_or_default(),
+        body,
+        legacy_media_version: fields.v,
+    })
+}
+
+/// Legacy media sync carries the key as `sk`; an empty `k` cannot authenticate anything,
+/// so it does not hide a usable `sk`.
+fn host_key(k: Option<String>, sk: Option<String>) -> String {
+    match (k, sk) {
+        (Some(k), _) if !k.is_empty() => k,
+        (_, Some(sk)) => sk,
+        (k, None) => k.unwrap_or_default(),
+    }
+}
+
+fn multer_error(error: multer::Error) -> EnvelopeError {
+    match error {
+        multer::Error::StreamSizeExceeded { limit }
+        | multer::Error::FieldSizeExceeded { limit, .. } => EnvelopeError::TooLarge { limit },
+        multer::Error::StreamReadFailed(source) => EnvelopeError::Body(source.to_string()),
+        other => EnvelopeError::BadMultipart(other.to_string()),
+    }
+}

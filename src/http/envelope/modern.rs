@@ -1,0 +1,54 @@
+//! The v11 envelope: `anki-sync` JSON header and zstd body.
+
+use bytes::Bytes;
+use http::HeaderValue;
+use serde::Deserialize;
+
+use super::{Codec, EnvelopeError, Limits, MAX_SYNC_VERSION, MIN_SYNC_VERSION};
+
+/// The `anki-sync` header. Unknown fields are tolerated so that a future client adding one
+/// is not locked out.
+#[derive(Debug, Deserialize)]
+pub(super) struct SyncHeader {
+    pub(super) v: u8,
+    pub(super) k: String,
+    pub(super) c: String,
+    pub(super) s: String,
+}
+
+pub(super) fn parse_header(value: &HeaderValue) -> Result<SyncHeader, EnvelopeError> {
+    // Parsing the raw bytes rather than `to_str()` accepts UTF-8 in the client version
+    // string, which `to_str()` would reject as non-ASCII.
+    let json: serde_json::Value = serde_json::from_slice(value.as_bytes())
+        .map_err(|e| EnvelopeError::BadHeader(without_position(&e)))?;
+    // serde would also accept `[v, k, c, s]` for a struct; clients send an object, and
+    // anything else is not the documented header.
+    if !json.is_object() {
+        return Err(EnvelopeError::BadHeader("expected a JSON object".into()));
+    }
+    let header: SyncHeader =
+        serde_json::from_value(json).map_err(|e| EnvelopeError::BadHeader(without_position(&e)))?;
+    if !(MIN_SYNC_VERSION..=MAX_SYNC_VERSION).contains(&header.v) {
+        return Err(EnvelopeError::UnsupportedVersion(header.v));
+    }
+    Ok(header)
+}
+
+/// serde_json appends "at line 1 column N", which means nothing to someone reading a
+/// one-line header in a log.
+fn without_position(error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    match message.rfind(" at line ") {
+        Some(index) => message[..index].to_owned(),
+        None => message,
+    }
+}
+
+pub(super) async fn decompress(compressed: Bytes, limits: &Limits) -> Result<Bytes, EnvelopeError> {
+    // Clients always send a frame, but an empty body is not corrupt either; the caller
+    // decides what an empty payload means for its method.
+    if compressed.is_empty() {
+        return Ok(Bytes::new());
+    }
+    super::decompress(Codec::Zstd, compressed, limits.max_decompressed).await
+}

@@ -1,0 +1,23 @@
+//! Errors of the sync methods, named by what the client should be told. `http::error` maps
+//! each to the status code the official client expects (protocol.md §4.12).
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SyncError {
+    /// Wrong user name or password, or an unknown host key: clients treat it as "log in
+    /// again", so it is used for nothing else.
+    #[error("authentication failed")]
+    AuthFailed,
+    #[error("too many failed logins; try again in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("sync version {0} is not supported (this server speaks 8..=11); update Anki")]
+    ClientTooOld(i64),
+    /// The method exists in the protocol but this server does not serve it yet.
+    #[error("{0} is not supported by this server yet")]
+    NotImplemented(&'static str),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Internal(String),
+}

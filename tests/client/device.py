@@ -1,0 +1,228 @@
+"""One simulated Anki device, driven by the end-to-end tests (tests/support/mod.rs).
+
+Owns one collection and the official client's sync calls on it. Runs inside a virtual
+environment holding one version of the `anki` package: a current (sync v11) client or the
+legacy 2.1.49 (sync v10) client; the differences are feature-detected below.
+
+Usage: python device.py COLLECTION_PATH
+
+Protocol: one JSON request per line on stdin, `{"cmd": NAME, "args": {...}}` where NAME is
+a public method of Device below, answered by one JSON line on stdout:
+  {"ok": RESULT}                         success
+  {"failure": {"kind": K, "message": M}} a sync call failed the way the client reports it
+  {"error": TRACEBACK}                   anything else (a bug in a test or in this driver)
+The process ends at the end of its input (or is killed by the harness).
+"""
+
+import ipaddress
+import json
+import os
+import sys
+import traceback
+from urllib.parse import urlsplit
+
+# The JSON channel is a private copy of stdout; fd 1 itself is pointed at stderr so that
+# anything the anki package or its Rust backend prints cannot corrupt the channel.
+_channel = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+os.dup2(2, 1)
+
+from anki.collection import Collection  # noqa: E402
+from anki.errors import NetworkError, SyncError  # noqa: E402
+from anki.sync_pb2 import SyncAuth  # noqa: E402
+
+# v11 clients take the endpoint as an argument (and keep it in SyncAuth); the legacy client
+# reads it from the environment on every sync call.
+V11 = "endpoint" in SyncAuth.DESCRIPTOR.fields_by_name
+
+NOTE_COLUMNS = ["id", "guid", "mid", "mod", "usn", "tags", "flds"]
+CARD_COLUMNS = [
+    "id", "nid", "did", "ord", "mod", "usn", "type", "queue", "due", "ivl",
+    "factor", "reps", "lapses", "left", "odue", "odid", "flags", "data",
+]
+REVLOG_COLUMNS = ["id", "cid", "usn", "ease", "ivl", "lastIvl", "factor", "time", "type"]
+
+
+def is_loopback(host):
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class SyncFailure(Exception):
+    def __init__(self, kind, message):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+class Device:
+    def __init__(self, path):
+        self.col = Collection(path)
+        self.endpoint = None
+        self.hkey = None
+
+    # -- sync plumbing -------------------------------------------------------------------
+
+    def _set_endpoint(self, endpoint):
+        # Tests talk only to servers on this machine; a client with a missing or bad
+        # endpoint may fall back to AnkiWeb.
+        if not (endpoint.endswith("/") and is_loopback(urlsplit(endpoint).hostname)):
+            raise ValueError(f"not a loopback endpoint ending in '/': {endpoint!r}")
+        self.endpoint = endpoint
+
+    def _auth(self):
+        if self.hkey is None:
+            raise RuntimeError("not logged in: call login or set_host_key first")
+        if self.endpoint is None:
+            raise RuntimeError("no endpoint: call login or set_endpoint first")
+        if V11:
+            return SyncAuth(hkey=self.hkey, endpoint=self.endpoint)
+        self._export_legacy_endpoint()
+        return SyncAuth(hkey=self.hkey)
+
+    def _export_legacy_endpoint(self):
+        os.environ["SYNC_ENDPOINT"] = self.endpoint + "sync/"
+        os.environ["SYNC_ENDPOINT_MEDIA"] = self.endpoint + "msync/"
+
+    def _client_call(self, fn):
+        """Runs one call into the sync client, turning the client's own errors into
+        SyncFailure (reported to the test) and leaving anything else to crash loudly."""
+        try:
+            return fn()
+        except SyncError as e:
+            raise SyncFailure(e.kind.name, str(e)) from e
+        except NetworkError as e:
+            raise SyncFailure("NETWORK", str(e)) from e
+        except Exception as e:
+            if type(e).__module__ == "anki.errors":
+                raise SyncFailure(type(e).__name__, str(e)) from e
+            raise
+
+    def _in_sync_window(self, fn):
+        """Runs a normal sync call the way this client version's GUI does."""
+        if not V11:
+            # The 2.1.49 Python layer keeps a transaction open at all times; the backend
+            # needs it committed before a sync and a new one begun after.
+            self.col.save(trx=False)
+        try:
+            return self._client_call(fn)
+        finally:
+            if not V11:
+                self.col.db.begin()
+            # Notetypes may have changed underneath the Python layer's cache.
+            self.col._clear_caches()
+
+    def _full_sync(self, upload):
+        auth = self._auth()
+        self.col.close_for_full_sync()
+        try:
+            if V11:
+                self._client_call(
+                    lambda: self.col.full_upload_or_download(
+                        auth=auth, server_usn=None, upload=upload
+                    )
+                )
+            elif upload:
+                self._client_call(lambda: self.col.full_upload(auth))
+            else:
+                self._client_call(lambda: self.col.full_download(auth))
+        finally:
+            # The backend reopens the collection itself, whether or not the transfer
+            # worked; the Python layer must reattach either way (2.1.49's reopen also
+            # begins the transaction its Python layer expects).
+            self.col.reopen(after_full_sync=True)
+
+    # -- commands --------------------------------------------------------------------------
+
+    def login(self, user, password, endpoint):
+        self._set_endpoint(endpoint)
+        if V11:
+            auth = self._client_call(lambda: self.col.sync_login(user, password, endpoint))
+        else:
+            self._export_legacy_endpoint()
+            auth = self._client_call(lambda: self.col.sync_login(user, password))
+        self.hkey = auth.hkey
+
+    def set_endpoint(self, endpoint):
+        self._set_endpoint(endpoint)
+
+    def host_key(self):
+        return self.hkey
+
+    def set_host_key(self, hkey):
+        self.hkey = hkey
+
+    def sync(self):
+        auth = self._auth()
+        out = self._in_sync_window(lambda: self.col.sync_collection(auth, False) if V11
+                                   else self.col.sync_collection(auth))
+        # A server may move the client with a 308 on meta; the GUI then keeps the new
+        # endpoint for later syncs, so the device does too.
+        if V11 and out.new_endpoint:
+            self._set_endpoint(out.new_endpoint)
+        return {
+            "required": type(out).ChangesRequired.Name(out.required),
+            "server_media_usn": out.server_media_usn if V11 else None,
+            "server_message": out.server_message,
+        }
+
+    def full_upload(self):
+        self._full_sync(upload=True)
+
+    def full_download(self):
+        self._full_sync(upload=False)
+
+    def add_notes(self, n, prefix):
+        notetype = self.col.models.by_name("Basic")
+        ids = []
+        for i in range(n):
+            note = self.col.new_note(notetype)
+            note["Front"] = f"{prefix} {i} front"
+            note["Back"] = f"{prefix} {i} back"
+            self.col.add_note(note, 1)
+            ids.append(note.id)
+        return ids
+
+    def note_count(self):
+        return self.col.note_count()
+
+    def card_count(self):
+        return self.col.card_count()
+
+    def dump(self):
+        def rows(columns, table):
+            sql = f"select {', '.join(columns)} from {table} order by id"
+            return [dict(zip(columns, row)) for row in self.col.db.all(sql)]
+
+        return {
+            "notes": rows(NOTE_COLUMNS, "notes"),
+            "cards": rows(CARD_COLUMNS, "cards"),
+            "revlog": rows(REVLOG_COLUMNS, "revlog"),
+            "decks": {d["name"]: d for d in self.col.decks.all()},
+            "notetypes": {m["name"]: m for m in self.col.models.all()},
+            "deck_configs": {c["name"]: c for c in self.col.decks.all_config()},
+            "tags": sorted(self.col.tags.all()),
+        }
+
+
+def main():
+    device = Device(sys.argv[1])
+    for line in sys.stdin:
+        request = json.loads(line)
+        cmd = request["cmd"]
+        try:
+            if cmd.startswith("_"):
+                raise ValueError(f"not a command: {cmd}")
+            reply = {"ok": getattr(device, cmd)(**request.get("args", {}))}
+        except SyncFailure as f:
+            reply = {"failure": {"kind": f.kind, "message": f.message}}
+        except Exception:
+            reply = {"error": traceback.format_exc()}
+        _channel.write(json.dumps(reply) + "\n")
+
+
+if __name__ == "__main__":
+    main()
