@@ -221,23 +221,25 @@ pub fn process_env() -> BTreeMap<String, String> {
         .collect()
 }
 
+/// An environment map from literal pairs, for tests of everything that reads variables.
+#[cfg(test)]
+pub(crate) fn env_map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     fn load(
         file: Option<&Path>,
         pairs: &[(&str, &str)],
         o: &Overrides,
     ) -> Result<Config, ConfigError> {
-        Config::load(file, &env(pairs), o)
+        Config::load(file, &env_map(pairs), o)
     }
 
     #[test]

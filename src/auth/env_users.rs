@@ -131,14 +131,8 @@ pub fn apply_env_users(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::env_map as env;
     use crate::store::temp_store;
-
-    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     #[test]
     fn reads_up_to_the_first_gap() {

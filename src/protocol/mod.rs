@@ -8,86 +8,69 @@ mod meta;
 pub(crate) use host_key::{HostKeyRequest, HostKeyResponse};
 pub(crate) use meta::{MetaRequest, MetaResponse, MAX_SYNC_VERSION, MIN_SYNC_VERSION};
 
-/// Collection-sync methods (`/sync/<name>`), spelled exactly as clients send them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SyncMethod {
-    HostKey,
-    Meta,
-    Start,
-    ApplyGraves,
-    ApplyChanges,
-    Chunk,
-    ApplyChunk,
-    SanityCheck2,
-    Finish,
-    Abort,
-    Upload,
-    Download,
+/// Declares a method enum with its wire names: `from_name` and `name` are exact inverses, so
+/// a URL segment and a log label can never disagree.
+macro_rules! methods {
+    ($(#[$doc:meta])* $enum:ident { $($variant:ident = $name:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub(crate) enum $enum {
+            $($variant),+
+        }
+
+        impl $enum {
+            #[cfg(test)]
+            const ALL: &'static [($enum, &'static str)] = &[$(($enum::$variant, $name)),+];
+
+            pub(crate) fn from_name(name: &str) -> Option<Self> {
+                match name {
+                    $($name => Some($enum::$variant),)+
+                    _ => None,
+                }
+            }
+
+            pub(crate) fn name(self) -> &'static str {
+                match self {
+                    $($enum::$variant => $name,)+
+                }
+            }
+        }
+    };
 }
 
-/// Media-sync methods (`/msync/<name>`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum MediaMethod {
-    Begin,
-    MediaChanges,
-    UploadChanges,
-    DownloadFiles,
-    MediaSanity,
+methods! {
+    /// Collection-sync methods (`/sync/<name>`), spelled exactly as clients send them.
+    SyncMethod {
+        HostKey = "hostKey",
+        Meta = "meta",
+        Start = "start",
+        ApplyGraves = "applyGraves",
+        ApplyChanges = "applyChanges",
+        Chunk = "chunk",
+        ApplyChunk = "applyChunk",
+        SanityCheck2 = "sanityCheck2",
+        Finish = "finish",
+        Abort = "abort",
+        Upload = "upload",
+        Download = "download",
+    }
+}
+
+methods! {
+    /// Media-sync methods (`/msync/<name>`).
+    MediaMethod {
+        Begin = "begin",
+        MediaChanges = "mediaChanges",
+        UploadChanges = "uploadChanges",
+        DownloadFiles = "downloadFiles",
+        MediaSanity = "mediaSanity",
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Method {
     Sync(SyncMethod),
     Media(MediaMethod),
-}
-
-impl SyncMethod {
-    const ALL: [(SyncMethod, &'static str); 12] = [
-        (SyncMethod::HostKey, "hostKey"),
-        (SyncMethod::Meta, "meta"),
-        (SyncMethod::Start, "start"),
-        (SyncMethod::ApplyGraves, "applyGraves"),
-        (SyncMethod::ApplyChanges, "applyChanges"),
-        (SyncMethod::Chunk, "chunk"),
-        (SyncMethod::ApplyChunk, "applyChunk"),
-        (SyncMethod::SanityCheck2, "sanityCheck2"),
-        (SyncMethod::Finish, "finish"),
-        (SyncMethod::Abort, "abort"),
-        (SyncMethod::Upload, "upload"),
-        (SyncMethod::Download, "download"),
-    ];
-
-    pub(crate) fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.iter().find(|(_, n)| *n == name).map(|(m, _)| *m)
-    }
-
-    pub(crate) fn name(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(m, _)| *m == self)
-            .map_or("?", |(_, n)| n)
-    }
-}
-
-impl MediaMethod {
-    const ALL: [(MediaMethod, &'static str); 5] = [
-        (MediaMethod::Begin, "begin"),
-        (MediaMethod::MediaChanges, "mediaChanges"),
-        (MediaMethod::UploadChanges, "uploadChanges"),
-        (MediaMethod::DownloadFiles, "downloadFiles"),
-        (MediaMethod::MediaSanity, "mediaSanity"),
-    ];
-
-    pub(crate) fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.iter().find(|(_, n)| *n == name).map(|(m, _)| *m)
-    }
-
-    pub(crate) fn name(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(m, _)| *m == self)
-            .map_or("?", |(_, n)| n)
-    }
 }
 
 impl Method {
@@ -111,14 +94,16 @@ mod tests {
 
     #[test]
     fn method_names_round_trip_and_are_exact() {
-        for (m, name) in SyncMethod::ALL {
+        for &(m, name) in SyncMethod::ALL {
             assert_eq!(SyncMethod::from_name(name), Some(m));
             assert_eq!(m.name(), name);
         }
-        for (m, name) in MediaMethod::ALL {
+        for &(m, name) in MediaMethod::ALL {
             assert_eq!(MediaMethod::from_name(name), Some(m));
             assert_eq!(m.name(), name);
         }
+        assert_eq!(SyncMethod::ALL.len(), 12);
+        assert_eq!(MediaMethod::ALL.len(), 5);
         assert_eq!(SyncMethod::from_name("Meta"), None);
         assert_eq!(SyncMethod::from_name("sanityCheck"), None);
         assert_eq!(MediaMethod::from_name("begin/"), None);

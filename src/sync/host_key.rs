@@ -81,35 +81,30 @@ mod tests {
         serde_json::from_value(serde_json::json!({"u": u, "p": p})).unwrap()
     }
 
-    #[tokio::test]
-    async fn right_password_issues_a_new_resolvable_key_each_time() {
-        let (_dir, store) = temp_store();
-        let store = Arc::new(store);
+    /// A store with user "me" (password "pw") and a limiter allowing `failures`.
+    fn setup(failures: u32) -> (tempfile::TempDir, Arc<Store>, LoginLimiter) {
+        let (dir, store) = temp_store();
         store
             .set_user("me", &hash_password("pw").unwrap(), 0)
             .unwrap();
-        let limiter = LoginLimiter::new(3, std::time::Duration::from_secs(60));
+        let limiter = LoginLimiter::new(failures, std::time::Duration::from_secs(60));
+        (dir, Arc::new(store), limiter)
+    }
+
+    async fn login(
+        store: &Arc<Store>,
+        limiter: &LoginLimiter,
+        request: HostKeyRequest,
+    ) -> Result<HostKeyResponse, SyncError> {
         let peer: IpAddr = [127, 0, 0, 1].into();
-        let a = host_key(
-            store.clone(),
-            &limiter,
-            peer,
-            "c".into(),
-            req("me", "pw"),
-            1,
-        )
-        .await
-        .unwrap();
-        let b = host_key(
-            store.clone(),
-            &limiter,
-            peer,
-            "c".into(),
-            req("me", "pw"),
-            1,
-        )
-        .await
-        .unwrap();
+        host_key(store.clone(), limiter, peer, "c".into(), request, 1).await
+    }
+
+    #[tokio::test]
+    async fn right_password_issues_a_new_resolvable_key_each_time() {
+        let (_dir, store, limiter) = setup(3);
+        let a = login(&store, &limiter, req("me", "pw")).await.unwrap();
+        let b = login(&store, &limiter, req("me", "pw")).await.unwrap();
         assert_ne!(a.key, b.key);
         let owner = store.resolve_host_key(&hash_host_key(&a.key)).unwrap();
         assert_eq!(owner.map(|(id, _)| id), Some(1));
@@ -117,26 +112,12 @@ mod tests {
 
     #[tokio::test]
     async fn wrong_password_and_unknown_user_fail_then_get_limited() {
-        let (_dir, store) = temp_store();
-        let store = Arc::new(store);
-        store
-            .set_user("me", &hash_password("pw").unwrap(), 0)
-            .unwrap();
-        let limiter = LoginLimiter::new(2, std::time::Duration::from_secs(60));
-        let peer: IpAddr = [127, 0, 0, 1].into();
+        let (_dir, store, limiter) = setup(2);
         for r in [req("me", "bad"), req("nobody", "pw")] {
-            let e = host_key(store.clone(), &limiter, peer, String::new(), r, 1).await;
+            let e = login(&store, &limiter, r).await;
             assert!(matches!(e, Err(SyncError::AuthFailed)), "{e:?}");
         }
-        let e = host_key(
-            store.clone(),
-            &limiter,
-            peer,
-            String::new(),
-            req("me", "pw"),
-            1,
-        )
-        .await;
+        let e = login(&store, &limiter, req("me", "pw")).await;
         assert!(matches!(e, Err(SyncError::RateLimited { .. })), "{e:?}");
         assert_eq!(store.list_users().unwrap()[0].devices, 0);
     }
