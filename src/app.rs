@@ -8,17 +8,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ankisyncd_actors::{SupervisorConfig, SupervisorHandle};
+use tokio::sync::Notify;
 
 use crate::auth::{
     apply_env_users, env_users, EnvUserError, EnvUserOutcome, LoginLimiter, StoreDirectory,
 };
 use crate::config::Config;
+use crate::fullsync::Scratch;
 use crate::store::{Store, StoreError, UserUpsert};
 use crate::sync::UserState;
 
 /// Shared by every request.
 pub(crate) struct App {
     pub store: Arc<Store>,
+    pub scratch: Arc<Scratch>,
+    /// Former generations kept per user for `user restore-previous`.
+    pub keep_generations: usize,
+    /// Wakes the janitor when a generation was doomed.
+    pub janitor: Arc<Notify>,
     pub users: SupervisorHandle<StoreDirectory, UserState>,
     pub limiter: LoginLimiter,
     pub limits: crate::http::Limits,
@@ -49,6 +56,8 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("scratch directory next to the database: {0}")]
+    Scratch(#[source] std::io::Error),
     #[error("cannot start the actors: {0}")]
     Actors(String),
     #[error("{0}")]
@@ -62,6 +71,10 @@ pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), 
         let declared = env_users(&env)?;
         tokio::task::spawn_blocking(move || -> Result<Store, ServeError> {
             let store = Store::open(&path)?;
+            let unfinished = store.doom_unfinished()?;
+            if unfinished > 0 {
+                tracing::warn!(unfinished, "discarded full uploads interrupted by the last shutdown");
+            }
             for (name, outcome) in apply_env_users(&store, &declared, crate::clock::now_millis())? {
                 match outcome {
                     EnvUserOutcome::Unchanged => tracing::debug!(user = %name, "user unchanged"),
@@ -80,6 +93,9 @@ pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), 
     };
     let store = Arc::new(store);
     let user_count = store.list_users()?.len();
+    let scratch = Arc::new(Scratch::open(&config.database).map_err(ServeError::Scratch)?);
+    let janitor = Arc::new(Notify::new());
+    tokio::spawn(run_janitor(store.clone(), janitor.clone()));
 
     let users = SupervisorHandle::start(
         Arc::new(StoreDirectory::new(store.clone())),
@@ -115,6 +131,9 @@ pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), 
         ),
         limits: crate::http::Limits::from_payload_megs(config.max_payload_megs),
         store,
+        scratch,
+        keep_generations: config.keep_generations,
+        janitor,
         users: users.clone(),
         started: Instant::now(),
         local_addr,
@@ -123,6 +142,58 @@ pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), 
     users.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Rows deleted per janitor transaction: short enough not to delay anybody's commit.
+const JANITOR_BATCH: usize = 10_000;
+
+/// Deletes doomed generations (replaced uploads beyond `keep_generations`, interrupted
+/// uploads, removed users) in short batches, whenever woken and once a minute.
+async fn run_janitor(store: Arc<Store>, wake: Arc<Notify>) {
+    loop {
+        let doomed = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || store.doomed_generations()).await
+        };
+        match doomed {
+            Ok(Ok(doomed)) => {
+                for (user_id, generation) in doomed {
+                    loop {
+                        let store = store.clone();
+                        let step = tokio::task::spawn_blocking(move || {
+                            store.delete_generation_batch(user_id, generation, JANITOR_BATCH)
+                        })
+                        .await;
+                        match step {
+                            Ok(Ok(true)) => {
+                                tracing::debug!(user_id, generation, "old generation deleted");
+                                break;
+                            }
+                            Ok(Ok(false)) => continue,
+                            Ok(Err(e)) => {
+                                tracing::error!(
+                                    user_id,
+                                    generation,
+                                    "deleting an old generation: {e}"
+                                );
+                                break;
+                            }
+                            Err(e) => {
+                                tracing::error!("janitor task failed: {e}");
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(Err(e)) => tracing::error!("listing old generations: {e}"),
+            Err(e) => tracing::error!("janitor task failed: {e}"),
+        }
+        tokio::select! {
+            () = wake.notified() => {}
+            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+    }
 }
 
 /// Resolves on the first SIGINT or SIGTERM.

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 
 use crate::auth::{hash_password, validate_user_name, PasswordError};
 use crate::config::{process_env, Config, ConfigError, Overrides};
-use crate::store::{Store, StoreError, UserUpsert};
+use crate::store::{RestoreOutcome, Store, StoreError, UserUpsert};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -71,6 +71,9 @@ enum UserCommand {
     },
     /// Remove a user and all their data.
     Remove { name: String },
+    /// Undo the last full upload: the collection it replaced becomes current again (devices
+    /// then full-sync; running it twice undoes the undo).
+    RestorePrevious { name: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +169,19 @@ fn user_command(config: &Config, command: UserCommand) -> Result<(), CliError> {
             }
             println!("user {name} removed");
         }
+        UserCommand::RestorePrevious { name } => match store.restore_previous(&name, now)? {
+            RestoreOutcome::NoSuchUser => {
+                return Err(CliError::Usage(format!("no user named {name}")))
+            }
+            RestoreOutcome::NothingToRestore => {
+                return Err(CliError::Usage(format!(
+                    "{name} has no previous collection to restore (keep_generations keeps one per full upload)"
+                )))
+            }
+            RestoreOutcome::Restored { .. } => {
+                println!("the previous collection of {name} is current again; devices will ask for a full sync");
+            }
+        },
         UserCommand::List => {
             println!("{:<24} {:>8} {:>8}  created", "user", "id", "devices");
             for user in store.list_users()? {

@@ -42,6 +42,9 @@ pub struct Config {
     /// `login_window_secs` before further attempts are refused for the rest of the window.
     pub login_failures: u32,
     pub login_window_secs: u64,
+    /// Former collections kept per user after a full upload replaces them, so a mistaken
+    /// upload can be undone with `ankisyncd user restore-previous`.
+    pub keep_generations: usize,
 }
 
 impl Default for Config {
@@ -55,6 +58,7 @@ impl Default for Config {
             user_idle_secs: 600,
             login_failures: 10,
             login_window_secs: 300,
+            keep_generations: 1,
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cli;
 mod clock;
 pub mod config;
+mod fullsync;
 mod http;
 mod protocol;
 pub mod store;

@@ -12,12 +12,13 @@ use http::{header, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
-use super::envelope::{self, SyncRequest};
+use super::envelope::{self, Envelope, EnvelopeError, ResponseBody, SyncRequest};
 use super::error::{plain, ApiError};
 use super::pages;
 use super::router::{route, Route};
 use crate::app::App;
 use crate::auth::UserRef;
+use crate::fullsync::{self, UploadReply};
 use crate::protocol::{parse_json, HostKeyRequest, MetaRequest, Method, SyncMethod};
 use crate::sync;
 
@@ -32,7 +33,7 @@ pub(crate) async fn handle(
     app: Arc<App>,
     request: Request<Incoming>,
     peer: SocketAddr,
-) -> Response<Full<Bytes>> {
+) -> Response<ResponseBody> {
     let started = Instant::now();
     let path = request.uri().path().to_string();
     let route = route(request.method(), &path);
@@ -40,14 +41,14 @@ pub(crate) async fn handle(
     let mut context = Context::default();
 
     let result = match &route {
-        Route::Health => Ok(plain(StatusCode::OK, "")),
+        Route::Health => Ok(boxed(plain(StatusCode::OK, ""))),
         Route::Index => {
             let host = request
                 .headers()
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok());
             let page = pages::index(host, &app.listen_address(), app.uptime());
-            Ok(plain(StatusCode::OK, &page))
+            Ok(boxed(plain(StatusCode::OK, &page)))
         }
         Route::NotFound => Err(ApiError::NotFound(path.clone())),
         Route::MethodNotAllowed => Err(ApiError::MethodNotAllowed),
@@ -68,17 +69,21 @@ pub(crate) async fn handle(
                 }
                 frame
             });
-            match envelope::decode_post(&parts.headers, body, &app.limits).await {
-                Ok(decoded) => {
-                    context.client = decoded.client_version.clone();
-                    api(&app, *method, decoded, peer, &mut context).await
+            if *method == Method::Sync(SyncMethod::Upload) {
+                upload(&app, &parts.headers, body, &mut context).await
+            } else {
+                match envelope::decode_post(&parts.headers, body, &app.limits).await {
+                    Ok(decoded) => {
+                        context.client = decoded.client_version.clone();
+                        api(&app, *method, decoded, peer, &mut context).await
+                    }
+                    Err(e) => Err(e.into()),
                 }
-                Err(e) => Err(e.into()),
             }
         }
     };
 
-    let response = result.unwrap_or_else(|e| e.into_response(context.user.as_ref()));
+    let response = result.unwrap_or_else(|e| boxed(e.into_response(context.user.as_ref())));
     log_request(&route, &path, &context, &response, &bytes_in, started);
     response
 }
@@ -89,7 +94,7 @@ async fn api(
     request: SyncRequest,
     peer: SocketAddr,
     context: &mut Context,
-) -> Result<Response<Full<Bytes>>, ApiError> {
+) -> Result<Response<ResponseBody>, ApiError> {
     let body = match method {
         Method::Sync(SyncMethod::HostKey) => {
             let login: HostKeyRequest = parse_json(&request.body).map_err(ApiError::BadJson)?;
@@ -121,6 +126,22 @@ async fn api(
                 .await??;
             json(&reply)?
         }
+        Method::Sync(SyncMethod::Download) => {
+            let user = app.users.resolve(&request.host_key).await?;
+            context.user = Some(user.clone());
+            let (store, scratch) = (app.store.clone(), app.scratch.clone());
+            let download = app
+                .users
+                .run(&user, move |_state| {
+                    fullsync::prepare_download(&store, &scratch, user.id)
+                })
+                .await??;
+            return Ok(envelope::encode_file(
+                &request.envelope,
+                download.file,
+                download.len,
+            )?);
+        }
         other => {
             // Authenticate first: an unknown key must get 403 whatever it asks for.
             let user = app.users.resolve(&request.host_key).await?;
@@ -132,7 +153,78 @@ async fn api(
             .into());
         }
     };
-    Ok(envelope::encode_ok(&request.envelope, body)?)
+    Ok(boxed(envelope::encode_ok(&request.envelope, body)?))
+}
+
+/// `upload`: the body goes straight into a scratch file (never into memory), then the user's
+/// actor checks it and takes it in. Every outcome the client should show is HTTP 200 with
+/// the official text (protocol.md §4.10).
+async fn upload<B>(
+    app: &App,
+    headers: &http::HeaderMap,
+    body: B,
+    context: &mut Context,
+) -> Result<Response<ResponseBody>, ApiError>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    // A modern client's key is in the header: refuse a stranger before a byte reaches disk.
+    let envelope = if let Some(key) = envelope::header_host_key(headers)? {
+        context.user = Some(app.users.resolve(&key).await?);
+        Envelope::Modern
+    } else {
+        Envelope::Legacy
+    };
+    let file = app.scratch.upload_file();
+    let (request, bytes) =
+        match envelope::decode_post_to_file(headers, body, &app.limits, file.path()).await {
+            Ok(decoded) => decoded,
+            Err(EnvelopeError::TooLarge { .. } | EnvelopeError::DecompressedTooLarge { .. }) => {
+                let text = UploadReply::TooLarge.text();
+                tracing::warn!(
+                    user = context.user.as_ref().map(|u| &*u.name),
+                    "full upload refused: {text}"
+                );
+                return Ok(boxed(envelope::encode_ok(
+                    &envelope,
+                    Bytes::from_static(text.as_bytes()),
+                )?));
+            }
+            Err(e) => return Err(e.into()),
+        };
+    context.client = request.client_version.clone();
+    let user = match context.user.clone() {
+        Some(user) => user,
+        None => app.users.resolve(&request.host_key).await?,
+    };
+    context.user = Some(user.clone());
+    // The official server refuses a body of the cap or more (protocol.md §1.5).
+    let reply = if bytes >= app.limits.max_decompressed {
+        UploadReply::TooLarge
+    } else {
+        let (store, path, keep) = (
+            app.store.clone(),
+            file.path().to_path_buf(),
+            app.keep_generations,
+        );
+        app.users
+            .run(&user, move |_state| {
+                fullsync::receive_upload(&store, user.id, &path, keep, crate::clock::now_millis())
+            })
+            .await??
+    };
+    drop(file);
+    if reply == UploadReply::Ok {
+        app.scratch.drop_downloads(user.id);
+        app.janitor.notify_one();
+    }
+    let text = Bytes::from_static(reply.text().as_bytes());
+    Ok(boxed(envelope::encode_ok(&request.envelope, text)?))
+}
+
+fn boxed(response: Response<Full<Bytes>>) -> Response<ResponseBody> {
+    response.map(|body| body.map_err(|never| match never {}).boxed_unsync())
 }
 
 fn json<T: serde::Serialize>(value: &T) -> Result<Bytes, ApiError> {
@@ -145,7 +237,7 @@ fn log_request(
     route: &Route,
     path: &str,
     context: &Context,
-    response: &Response<Full<Bytes>>,
+    response: &Response<ResponseBody>,
     bytes_in: &AtomicU64,
     started: Instant,
 ) {
@@ -155,7 +247,15 @@ fn log_request(
         _ => path.to_string(),
     };
     let status = response.status().as_u16();
-    let bytes_out = response.body().size_hint().exact().unwrap_or(0);
+    // A streamed download has no length yet; its uncompressed size is what it carries.
+    let bytes_out = response.body().size_hint().exact().unwrap_or_else(|| {
+        response
+            .headers()
+            .get(envelope::ORIGINAL_SIZE_HEADER)
+            .or_else(|| response.headers().get(header::CONTENT_LENGTH))
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(0)
+    });
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     let user = context.user.as_ref().map_or("-", |u| &u.name);
     let client = if context.client.is_empty() {

@@ -9,6 +9,7 @@ use http_body_util::Full;
 
 use super::envelope::EnvelopeError;
 use crate::auth::UserRef;
+use crate::fullsync::FullSyncError;
 use crate::store::StoreError;
 use crate::sync::SyncError;
 
@@ -22,6 +23,8 @@ pub(crate) enum ApiError {
     Sync(#[from] SyncError),
     #[error(transparent)]
     Actor(#[from] ActorError),
+    #[error(transparent)]
+    FullSync(#[from] FullSyncError),
     #[error("{0}")]
     BadJson(String),
     #[error("not found: {0}")]
@@ -46,6 +49,15 @@ impl ApiError {
                 ActorError::UnknownCredential => StatusCode::FORBIDDEN,
                 ActorError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ApiError::FullSync(e) => match e {
+                FullSyncError::UnknownUser => StatusCode::FORBIDDEN,
+                FullSyncError::Corrupt(_) | FullSyncError::NothingToDownload => {
+                    StatusCode::BAD_REQUEST
+                }
+                FullSyncError::Scratch { .. }
+                | FullSyncError::Build(_)
+                | FullSyncError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::BadJson(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,

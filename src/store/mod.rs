@@ -7,6 +7,8 @@
 
 mod collections;
 mod error;
+mod generations;
+mod snapshot;
 mod tables;
 mod users;
 
@@ -15,11 +17,17 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase, ReadableTable};
 
 pub use error::StoreError;
-pub use tables::{CollectionRecord, HostKeyRecord, UserRecord};
+pub use generations::{RestoreOutcome, RowBatch};
+pub use snapshot::Snapshot;
+pub use tables::{
+    CardRow, CollectionRecord, Counts, HostKeyRecord, NoteRow, ObjectKind, ObjectRecord, RevlogRow,
+    SortField, UserRecord,
+};
 pub use users::{HostKeyHash, UserSummary, UserUpsert};
 
 use tables::{
-    COLLECTIONS, FORMAT_VERSION, HOST_KEYS, META, META_FORMAT, USERS, USER_HOST_KEYS, USER_NAMES,
+    CARDS, COLLECTIONS, FORMAT_VERSION, GENERATIONS, GRAVES, HOST_KEYS, META, META_FORMAT, NOTES,
+    OBJECTS, REVLOG, USERS, USER_HOST_KEYS, USER_NAMES,
 };
 
 pub struct Store {
@@ -79,6 +87,12 @@ impl Store {
             tx.open_table(HOST_KEYS)?;
             tx.open_table(USER_HOST_KEYS)?;
             tx.open_table(COLLECTIONS)?;
+            tx.open_table(GENERATIONS)?;
+            tx.open_table(NOTES)?;
+            tx.open_table(CARDS)?;
+            tx.open_table(REVLOG)?;
+            tx.open_table(GRAVES)?;
+            tx.open_table(OBJECTS)?;
         }
         tx.commit()?;
         Ok(())
@@ -108,6 +122,20 @@ fn decode<T: serde::de::DeserializeOwned>(
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     rmp_serde::to_vec_named(value).map_err(|e| StoreError::Encode(e.to_string()))
+}
+
+/// Collection rows are many and their columns fixed by the protocol: encode them as
+/// positional arrays, without field names.
+fn encode_row<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    rmp_serde::to_vec(value).map_err(|e| StoreError::Encode(e.to_string()))
+}
+
+fn decode_row<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    table: &'static str,
+    id: i64,
+) -> Result<T, StoreError> {
+    decode(bytes, table, id)
 }
 
 #[cfg(test)]

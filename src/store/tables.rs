@@ -31,9 +31,33 @@ pub(crate) const HOST_KEYS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::
 pub(crate) const USER_HOST_KEYS: TableDefinition<(u64, [u8; 32]), ()> =
     TableDefinition::new("user_host_keys");
 
-/// User id → [`CollectionRecord`]: the scalars of the user's collection that `meta` reports.
-/// Created with the user, removed with the user.
+/// User id → [`CollectionRecord`]: the scalars of the user's collection that `meta` reports,
+/// and which generation of rows is live. Created with the user, removed with the user.
 pub(crate) const COLLECTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("collections");
+
+/// Next generation number to hand out; generation numbers are global, so `(generation, id)`
+/// keys of different users never meet.
+pub(crate) const META_NEXT_GENERATION: &str = "next_generation";
+
+/// (user id, generation) → [`GenerationRecord`]: every generation of a user's rows that
+/// exists on disk, and what may be done with it. The live one is also named by the user's
+/// [`CollectionRecord`]; both change in the same transaction.
+pub(crate) const GENERATIONS: TableDefinition<(u64, u64), &[u8]> =
+    TableDefinition::new("generations");
+
+/// (generation, note id) → [`NoteRow`].
+pub(crate) const NOTES: TableDefinition<(u64, i64), &[u8]> = TableDefinition::new("notes");
+/// (generation, card id) → [`CardRow`].
+pub(crate) const CARDS: TableDefinition<(u64, i64), &[u8]> = TableDefinition::new("cards");
+/// (generation, review id) → [`RevlogRow`]. The id is the review time in ms.
+pub(crate) const REVLOG: TableDefinition<(u64, i64), &[u8]> = TableDefinition::new("revlog");
+/// (generation, usn, kind, object id) → (): deletions other devices must learn of. Kind is
+/// the protocol's grave type (0 card, 1 note, 2 deck).
+pub(crate) const GRAVES: TableDefinition<(u64, i32, u8, i64), ()> = TableDefinition::new("graves");
+/// (generation, kind, key) → [`ObjectRecord`]: notetypes, decks and deck configs (key = id in
+/// decimal), tags (key = name) and config entries (key = config key), as the legacy JSON the
+/// protocol carries.
+pub(crate) const OBJECTS: TableDefinition<(u64, u8, &str), &[u8]> = TableDefinition::new("objects");
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRecord {
@@ -56,6 +80,12 @@ pub struct HostKeyRecord {
 /// The collection-level scalars of a user's collection, in the units of the protocol.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CollectionRecord {
+    /// The live generation of the user's rows; 0 until the first full upload.
+    #[serde(default)]
+    pub generation: u64,
+    /// Creation time, seconds (the scheduler's day 0).
+    #[serde(default)]
+    pub created_secs: i64,
     /// Last modification, milliseconds; 0 for a collection nobody has uploaded to.
     pub modified_ms: i64,
     /// Schema modification, milliseconds; a client with another value must full-sync.
@@ -64,10 +94,23 @@ pub struct CollectionRecord {
     pub usn: i32,
     /// Last sync, milliseconds.
     pub last_sync_ms: i64,
-    /// Number of cards; 0 makes `meta` report the collection as empty.
-    pub cards: u64,
+    /// Row counts of the live generation, kept by the transactions that change the rows.
+    #[serde(default)]
+    pub counts: Counts,
     /// Media update sequence number reported by `meta`.
     pub media_usn: i32,
+}
+
+/// Row counts, as `sanityCheck2` compares them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub notes: u64,
+    pub cards: u64,
+    pub revlog: u64,
+    pub graves: u64,
+    pub notetypes: u64,
+    pub decks: u64,
+    pub deck_configs: u64,
 }
 
 impl CollectionRecord {
@@ -75,12 +118,114 @@ impl CollectionRecord {
     /// no modification, usn 0, schema time = creation time.
     pub fn empty(now_ms: i64) -> Self {
         CollectionRecord {
+            generation: 0,
+            created_secs: now_ms / 1000,
             modified_ms: 0,
             schema_ms: now_ms,
             usn: 0,
             last_sync_ms: 0,
-            cards: 0,
+            counts: Counts::default(),
             media_usn: 0,
         }
     }
+}
+
+/// What may happen to a generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GenerationState {
+    /// Rows are being written by a full upload; not visible to anybody. Left over after a
+    /// crash, it is doomed at the next start.
+    Building,
+    /// The user's current collection.
+    Live,
+    /// A former live generation kept so a mistaken full upload can be undone.
+    Retained,
+    /// To be deleted by the janitor.
+    Doomed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationRecord {
+    pub state: GenerationState,
+    /// When the generation was created (ms).
+    pub created_ms: i64,
+    /// The collection scalars it had when it stopped being live; restored with it.
+    pub collection: Option<CollectionRecord>,
+}
+
+/// A note as the protocol and the SQLite file carry it. `sfld` keeps its SQLite type (the
+/// column is declared integer so numeric sort fields sort numerically).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NoteRow {
+    pub guid: String,
+    pub mid: i64,
+    pub modified: i64,
+    pub usn: i32,
+    pub tags: String,
+    pub fields: String,
+    pub sort_field: SortField,
+    pub checksum: i64,
+    pub flags: i64,
+    pub data: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SortField {
+    Int(i64),
+    Real(f64),
+    Text(String),
+}
+
+/// A card: every column after the id, in the protocol's order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardRow {
+    pub nid: i64,
+    pub did: i64,
+    pub ord: i64,
+    pub modified: i64,
+    pub usn: i32,
+    pub ctype: i64,
+    pub queue: i64,
+    pub due: i64,
+    pub ivl: i64,
+    pub factor: i64,
+    pub reps: i64,
+    pub lapses: i64,
+    pub left: i64,
+    pub odue: i64,
+    pub odid: i64,
+    pub flags: i64,
+    pub data: String,
+}
+
+/// A review: every column after the id, in the protocol's order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevlogRow {
+    pub cid: i64,
+    pub usn: i32,
+    pub ease: i64,
+    pub ivl: i64,
+    pub last_ivl: i64,
+    pub factor: i64,
+    pub time: i64,
+    pub rtype: i64,
+}
+
+/// Kinds of [`OBJECTS`] rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ObjectKind {
+    Notetype = 1,
+    Deck = 2,
+    DeckConfig = 3,
+    Tag = 4,
+    Config = 5,
+}
+
+/// A notetype, deck, deck config, tag or config entry. `json` is the legacy JSON text of the
+/// object (for a tag: empty; for a config entry: the value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    pub usn: i32,
+    pub json: String,
 }

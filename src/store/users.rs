@@ -91,8 +91,8 @@ impl Store {
         Ok(outcome)
     }
 
-    /// Remove the user with everything that belongs to them. Returns false if there was no
-    /// such user.
+    /// Remove the user with everything that belongs to them (their rows are doomed and
+    /// deleted by the janitor). Returns false if there was no such user.
     pub fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
         let tx = self.write()?;
         let removed = {
@@ -107,6 +107,7 @@ impl Store {
                     revoke_all_keys(&tx, record.id)?;
                     tx.open_table(USER_NAMES)?.remove(record.id)?;
                     tx.open_table(COLLECTIONS)?.remove(record.id)?;
+                    super::generations::doom_all(&tx, record.id)?;
                     true
                 }
             }

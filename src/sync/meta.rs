@@ -27,7 +27,7 @@ pub(crate) fn meta(
         msg: String::new(),
         should_continue: true,
         host_number: 0,
-        empty: collection.cards == 0,
+        empty: collection.counts.cards == 0,
         media_usn: collection.media_usn,
     })
 }

@@ -17,6 +17,7 @@ The process ends at the end of its input (or is killed by the harness).
 import ipaddress
 import json
 import os
+import shutil
 import sys
 import traceback
 from urllib.parse import urlsplit
@@ -40,6 +41,14 @@ CARD_COLUMNS = [
     "factor", "reps", "lapses", "left", "odue", "odid", "flags", "data",
 ]
 REVLOG_COLUMNS = ["id", "cid", "usn", "ease", "ivl", "lastIvl", "factor", "time", "type"]
+# Collection config keys that add_rich_content sets and dump reports: a string with
+# non-ASCII text, a list, a nested object and a stock key the client itself reads.
+CONFIG_KEYS = ["e2eText", "e2eList", "e2eObject", "sortBackwards"]
+# Columns of the single `col` row that a full sync carries over unchanged. Left out, as they
+# differ between uploader and downloader even with the official server: `usn` (the server
+# hands out a new one on download and on every sync), `mod` and `ls` (each device's own
+# last change and sync time). `ver` is left out as every client opens files as schema 18.
+COL_COLUMNS = ["crt", "scm"]
 
 
 def is_loopback(host):
@@ -60,6 +69,7 @@ class SyncFailure(Exception):
 
 class Device:
     def __init__(self, path):
+        self.path = path
         self.col = Collection(path)
         self.endpoint = None
         self.hkey = None
@@ -186,6 +196,122 @@ class Device:
             ids.append(note.id)
         return ids
 
+    def add_rich_content(self, label):
+        """What a real user's collection holds, with `label` in every note so two devices'
+        collections differ. Returns the number of notes added."""
+        col = self.col
+        for key, value in self._config_values(label).items():
+            col.set_config(key, value)
+
+        # A custom notetype: four fields, two templates, custom css.
+        models = col.models
+        vocab = models.new("Vocab")
+        for name in ["Word", "Meaning", "Example", "Notes"]:
+            models.add_field(vocab, models.new_field(name))
+        for name, qfmt, afmt in [
+            ("Recognition", "<div class=word>{{Word}}</div>",
+             "{{FrontSide}}<hr id=answer>{{Meaning}}<br><i>{{Example}}</i>"),
+            ("Production", "{{Meaning}}", "{{FrontSide}}<hr id=answer>{{Word}}<br>{{Notes}}"),
+        ]:
+            template = models.new_template(name)
+            template["qfmt"] = qfmt
+            template["afmt"] = afmt
+            models.add_template(vocab, template)
+        vocab["css"] = ".card { font-family: 'Noto Serif'; color: #223; }\n.word { font-size: 2em; }"
+        vocab = models.get(models.add_dict(vocab).id)
+
+        # Nested decks, one with deck options that differ from the defaults.
+        spanish = col.decks.id("Languages::Spanish")
+        french = col.decks.id("Languages::Français")
+        cells = col.decks.id("Science::Biology::Cells")
+        options = col.decks.add_config("Intensive")
+        options["new"]["perDay"] = 37
+        options["new"]["delays"] = [2.0, 15.0, 90.0]
+        options["rev"]["perDay"] = 333
+        options["lapse"]["leechFails"] = 5
+        options["maxTaken"] = 90
+        col.decks.update_config(options)
+        col.decks.set_config_id_for_deck_dict(col.decks.get(spanish), options["id"])
+
+        added = 0
+
+        def add(notetype, deck, fields, tags):
+            nonlocal added
+            note = col.new_note(notetype)
+            for name, value in fields.items():
+                note[name] = value
+            note.tags = tags
+            col.add_note(note, deck)
+            added += 1
+            return note
+
+        words = [("el perro", "the dog"), ("la manzana", "the apple"), ("el niño", "the boy"),
+                 ("la canción", "the song"), ("el árbol", "the tree"), ("la llave", "the key")]
+        for i, (word, meaning) in enumerate(words):
+            add(vocab, spanish,
+                {"Word": word, "Meaning": meaning, "Example": f"{label}: Veo {word}.",
+                 "Notes": f"<b>{label}</b> #{i}"},
+                ["lang::es", "vocab::nouns", "señal"] + (["leech"] if i == 0 else []))
+        for i, (word, meaning) in enumerate([("le château", "the castle"), ("l'été", "summer")]):
+            add(vocab, french,
+                {"Word": word, "Meaning": meaning, "Example": f"{label} {i}", "Notes": ""},
+                ["lang::fr", "日本語::タグ"])
+        cloze = models.by_name("Cloze")
+        for i, text in enumerate([
+            "The {{c1::mitochondrion}} is the {{c2::powerhouse}} of the cell",
+            "{{c1::Ribosomes}} make {{c2::proteins}}; {{c3::DNA}} stores the plan",
+        ]):
+            add(cloze, cells, {"Text": text, "Back Extra": f"{label} cloze {i}"},
+                ["science::biology"])
+        basic = models.by_name("Basic")
+        for i in range(3):
+            add(basic, 1, {"Front": f"{label} basic {i} ✓", "Back": f"answer {i} — ok"}, [])
+
+        # Study some cards with different answers, so revlog rows and scheduled cards exist.
+        col.decks.select(col.decks.id("Languages"))
+        self._reset_scheduler()
+        for ease in [3, 1, 4, 2, 3, 3, 1, 4]:
+            card = col.sched.getCard()
+            if card is None:
+                break
+            col.sched.answerCard(card, ease)
+            self._reset_scheduler()
+
+        # One suspended and one flagged card, both among cards never studied.
+        untouched = col.find_cards('"deck:Science::Biology::Cells"')
+        col.sched.suspend_cards(untouched[:1])
+        col.set_user_flag_for_cards(3, untouched[1:2])
+        return added
+
+    def _config_values(self, label):
+        return {
+            "e2eText": f"{label}: café ☕",
+            "e2eList": [1, 2, label],
+            "e2eObject": {"label": label, "nested": {"n": 42, "on": True}},
+            "sortBackwards": True,
+        }
+
+    def _reset_scheduler(self):
+        # 2.1.49's v1/v2 schedulers build their queues in Python and must be told when the
+        # collection changed; current clients rebuild them in the backend.
+        if not V11:
+            self.col.reset()
+
+    def force_full_sync(self):
+        """Marks the collection's schema as modified, as a user confirming a one-way sync
+        does: the next normal sync then asks for a full sync."""
+        self.col.set_schema_modified()
+
+    def open_dataset(self, path):
+        """Replaces this device's collection with a copy of the collection file at `path`."""
+        self.col.close()
+        for suffix in ["-wal", "-shm"]:
+            if os.path.exists(self.path + suffix):
+                os.remove(self.path + suffix)
+        shutil.copyfile(path, self.path)
+        self.col = Collection(self.path)
+        return self.col.note_count()
+
     def note_count(self):
         return self.col.note_count()
 
@@ -205,6 +331,9 @@ class Device:
             "notetypes": {m["name"]: m for m in self.col.models.all()},
             "deck_configs": {c["name"]: c for c in self.col.decks.all_config()},
             "tags": sorted(self.col.tags.all()),
+            "config": {key: self.col.get_config(key, None) for key in CONFIG_KEYS},
+            "col": dict(zip(COL_COLUMNS, self.col.db.first(
+                f"select {', '.join(COL_COLUMNS)} from col"))),
         }
 
 

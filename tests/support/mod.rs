@@ -7,7 +7,11 @@
 //! - [`OfficialServer`]: the official server (`python -m anki.syncserver`) with the same
 //!   lifecycle, as a reference to compare against;
 //! - [`Device`]: one simulated Anki device, i.e. one collection driven by the official client
-//!   through `tests/client/device.py`, with a small vocabulary (login, sync, full upload, ...);
+//!   through `tests/client/device.py`, with a small vocabulary (login, sync, full upload,
+//!   realistic content, a dump of everything a sync carries, ...);
+//! - [`SyncServer`]: what scenarios need from either server, so one scenario runs on both;
+//! - [`make_dataset`]: large generated collections (`tests/client/make_dataset.py`) for
+//!   benchmarks, which a device takes over with [`Device::open_dataset`];
 //! - [`http_get`]: plain HTTP GETs for non-client endpoints such as `/health`.
 //!
 //! Every wait is bounded, and all traffic stays on 127.0.0.1.
@@ -700,6 +704,67 @@ impl OfficialServer {
     }
 }
 
+/// What a scenario needs from a server, so one scenario runs against ours and the official
+/// one alike.
+pub trait SyncServer {
+    /// The sync endpoint as clients are configured with it: `http://127.0.0.1:PORT/`.
+    fn endpoint(&self) -> String;
+    /// Stops the server and starts it again on the same data; returns the new endpoint.
+    fn restart(&mut self) -> String;
+}
+
+impl SyncServer for Server {
+    fn endpoint(&self) -> String {
+        Server::endpoint(self)
+    }
+
+    fn restart(&mut self) -> String {
+        Server::restart(self)
+    }
+}
+
+impl SyncServer for OfficialServer {
+    fn endpoint(&self) -> String {
+        OfficialServer::endpoint(self)
+    }
+
+    fn restart(&mut self) -> String {
+        OfficialServer::restart(self)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Datasets
+
+/// How long generating one dataset may take (100k notes take well under this).
+const DATASET_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Writes a schema-18 collection of `notes` generated notes (about two cards and five
+/// revlog rows each, the same content for the same `seed`) to `path` with
+/// `tests/client/make_dataset.py`, using the current client. Returns the script's summary
+/// (counts, size, seconds taken) as JSON.
+pub fn make_dataset(path: &Path, notes: usize, seed: u64) -> Value {
+    let mut command = Command::new(ClientVersion::Current.python());
+    command
+        .arg(
+            manifest_dir()
+                .join("tests")
+                .join("client")
+                .join("make_dataset.py"),
+        )
+        .arg(path)
+        .arg(notes.to_string())
+        .arg(seed.to_string());
+    scrub_env(&mut command);
+    let output = run_bounded(command, b"", DATASET_TIMEOUT);
+    expect_success(output.clone(), "make_dataset.py");
+    // The summary is the last line: anything the anki package prints comes before it.
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(summary)
+        .unwrap_or_else(|e| panic!("make_dataset.py summary ({e}): {stdout}"))
+}
+
 // ---------------------------------------------------------------------------------------
 // Devices
 
@@ -792,6 +857,15 @@ pub struct RevlogRow {
     pub r#type: i64,
 }
 
+/// The columns of the collection's single `col` row that a full sync carries unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct ColRow {
+    /// Creation time in seconds: the day-0 anchor of every review card's `due`.
+    pub crt: i64,
+    /// Schema modification time in milliseconds: clients compare it to decide on full syncs.
+    pub scm: i64,
+}
+
 /// The synced content of a device's collection, for equality assertions between devices.
 /// Rows are ordered by id; decks, notetypes and deck configs are the client's own JSON
 /// objects, keyed by name.
@@ -804,6 +878,9 @@ pub struct CollectionDump {
     pub notetypes: BTreeMap<String, Value>,
     pub deck_configs: BTreeMap<String, Value>,
     pub tags: Vec<String>,
+    /// The collection config keys `Device::add_rich_content` sets (JSON `null` when unset).
+    pub config: BTreeMap<String, Value>,
+    pub col: ColRow,
 }
 
 /// One simulated Anki device: a collection of its own, driven by the official client of
@@ -918,6 +995,32 @@ impl Device {
     pub fn add_notes(&mut self, n: usize, prefix: &str) -> Vec<i64> {
         let ids = self.command("add_notes", json!({"n": n, "prefix": prefix}));
         serde_json::from_value(ids).expect("note ids")
+    }
+
+    /// Adds what a real user's collection holds: a custom notetype (4 fields, 2 templates,
+    /// css), cloze and basic notes, nested decks (`Languages::Spanish`, ...), a deck options
+    /// preset (`Intensive`) with non-default values on one deck, hierarchical and non-ASCII
+    /// tags, the config keys listed in `device.py`'s `CONFIG_KEYS`, cards studied with
+    /// different answers (so revlog rows exist), one suspended and one flagged card.
+    /// `label` appears in the notes' text so devices' content differs. Returns the number
+    /// of notes added.
+    pub fn add_rich_content(&mut self, label: &str) -> usize {
+        let added = self.command("add_rich_content", json!({ "label": label }));
+        serde_json::from_value(added).expect("note count")
+    }
+
+    /// Marks the schema as modified, as the client does before a change that needs a
+    /// one-way sync: the next `sync` then reports a full sync as required even when the
+    /// collections were in step.
+    pub fn force_full_sync(&mut self) {
+        self.command("force_full_sync", json!({}));
+    }
+
+    /// Replaces the device's collection with a copy of the collection file at `path`
+    /// (e.g. one written by [`make_dataset`]); returns its note count.
+    pub fn open_dataset(&mut self, path: &Path) -> usize {
+        let notes = self.command("open_dataset", json!({ "path": path }));
+        serde_json::from_value(notes).expect("note count")
     }
 
     pub fn note_count(&mut self) -> usize {

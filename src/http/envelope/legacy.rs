@@ -98,3 +98,81 @@ fn multer_error(error: multer::Error) -> EnvelopeError {
         other => EnvelopeError::BadMultipart(other.to_string()),
     }
 }
+
+/// Like `decode_multipart`, but the `data` part is written to `dest` as it arrives instead
+/// of being kept in memory (full uploads). Fields may come in any order, so the raw part is
+/// saved first and decompressed once the compression flag is known.
+pub(super) async fn decode_multipart_to_file<B>(
+    boundary: String,
+    body: B,
+    limits: &Limits,
+    dest: &std::path::Path,
+) -> Result<(SyncRequest, u64), EnvelopeError>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use tokio::io::AsyncWriteExt;
+
+    let constraints = multer::Constraints::new()
+        .size_limit(multer::SizeLimit::new().whole_stream(limits.max_body));
+    let mut multipart =
+        multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
+    let raw = dest.with_extension("raw");
+    let mut fields = Fields::default();
+    let mut saw_data = false;
+    let outcome: Result<(), EnvelopeError> = async {
+        while let Some(mut field) = multipart.next_field().await.map_err(multer_error)? {
+            let slot = match field.name() {
+                Some("c") => &mut fields.compression,
+                Some("k") => &mut fields.k,
+                Some("sk") => &mut fields.sk,
+                Some("s") => &mut fields.s,
+                Some("v") => &mut fields.v,
+                Some("data") => {
+                    let mut file = tokio::fs::File::create(&raw)
+                        .await
+                        .map_err(|e| EnvelopeError::Storage(format!("{}: {e}", raw.display())))?;
+                    while let Some(chunk) = field.chunk().await.map_err(multer_error)? {
+                        file.write_all(&chunk).await.map_err(|e| {
+                            EnvelopeError::Storage(format!("{}: {e}", raw.display()))
+                        })?;
+                    }
+                    file.flush()
+                        .await
+                        .map_err(|e| EnvelopeError::Storage(format!("{}: {e}", raw.display())))?;
+                    saw_data = true;
+                    continue;
+                }
+                _ => continue,
+            };
+            *slot = Some(field.text().await.map_err(multer_error)?);
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = outcome {
+        let _ = tokio::fs::remove_file(&raw).await;
+        return Err(e);
+    }
+    let written = if saw_data {
+        let gzipped = fields.compression.as_deref().is_some_and(|c| c != "0");
+        super::stream::finish_legacy_file(raw, dest.to_path_buf(), gzipped, limits.max_decompressed)
+            .await?
+    } else {
+        tokio::fs::write(dest, b"")
+            .await
+            .map_err(|e| EnvelopeError::Storage(format!("{}: {e}", dest.display())))?;
+        0
+    };
+    let request = SyncRequest {
+        envelope: Envelope::Legacy,
+        sync_version: LEGACY_SYNC_VERSION,
+        host_key: host_key(fields.k, fields.sk),
+        session_key: fields.s.unwrap_or_default(),
+        client_version: fields.v.clone().unwrap_or_default(),
+        body: Bytes::new(),
+        legacy_media_version: fields.v,
+    };
+    Ok((request, written))
+}

@@ -11,6 +11,7 @@
 mod legacy;
 mod modern;
 mod query;
+mod stream;
 
 #[cfg(test)]
 mod proptests;
@@ -27,6 +28,10 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
 pub(crate) use query::decode_media_begin_query;
+pub(crate) use stream::{decode_post_to_file, encode_file};
+
+/// The body type of every response: small replies are one buffer, full downloads a stream.
+pub(crate) type ResponseBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
 
 /// Name of the request header that marks the modern (v11) envelope.
 pub(crate) const ANKI_SYNC_HEADER: &str = "anki-sync";
@@ -125,6 +130,9 @@ pub(crate) enum EnvelopeError {
     Body(String),
     #[error("encoding response: {0}")]
     Encode(String),
+    /// The server could not write or read its scratch file (disk full, permissions).
+    #[error("server storage: {0}")]
+    Storage(String),
 }
 
 impl EnvelopeError {
@@ -143,7 +151,9 @@ impl EnvelopeError {
             EnvelopeError::TooLarge { .. } | EnvelopeError::DecompressedTooLarge { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
-            EnvelopeError::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            EnvelopeError::Encode(_) | EnvelopeError::Storage(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 }
@@ -195,6 +205,15 @@ where
         .ok_or(EnvelopeError::NotMultipart)?;
     reject_declared_oversize(headers, &body, limits)?;
     legacy::decode_multipart(boundary, body, limits).await
+}
+
+/// The host key of a modern request, read from its header without touching the body, so an
+/// upload from a stranger is refused before it is stored. `None` for legacy requests.
+pub(crate) fn header_host_key(headers: &HeaderMap) -> Result<Option<String>, EnvelopeError> {
+    headers
+        .get(ANKI_SYNC_HEADER)
+        .map(|value| modern::parse_header(value).map(|header| header.k))
+        .transpose()
 }
 
 /// Encodes a successful response body in the request's envelope.

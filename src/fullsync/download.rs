@@ -1,0 +1,222 @@
+//! `download`: write the user's collection as a schema-11 SQLite file from one redb
+//! snapshot, and keep it for the next device until the collection changes.
+//!
+//! Schema 11 for every client: legacy clients need it, and current ones upgrade it on open
+//! exactly as they upgrade any older collection (collection.md §6–7; the end-to-end tests
+//! compare every row and object after a download by both kinds of client).
+
+use std::fs::File;
+use std::path::Path;
+use std::time::Instant;
+
+use rusqlite::{params, Connection};
+
+use super::{FullSyncError, Scratch};
+use crate::store::{CollectionRecord, ObjectKind, Snapshot, SortField, Store};
+
+/// A built collection file, open for sending.
+#[derive(Debug)]
+pub(crate) struct Download {
+    pub file: File,
+    pub len: u64,
+}
+
+/// The legacy layout: five tables, seven indexes (collection.md §2.1).
+const SCHEMA_11_TABLES: &str = "
+CREATE TABLE col (id integer PRIMARY KEY, crt integer NOT NULL, mod integer NOT NULL,
+  scm integer NOT NULL, ver integer NOT NULL, dty integer NOT NULL, usn integer NOT NULL,
+  ls integer NOT NULL, conf text NOT NULL, models text NOT NULL, decks text NOT NULL,
+  dconf text NOT NULL, tags text NOT NULL);
+CREATE TABLE notes (id integer PRIMARY KEY, guid text NOT NULL, mid integer NOT NULL,
+  mod integer NOT NULL, usn integer NOT NULL, tags text NOT NULL, flds text NOT NULL,
+  sfld integer NOT NULL, csum integer NOT NULL, flags integer NOT NULL, data text NOT NULL);
+CREATE TABLE cards (id integer PRIMARY KEY, nid integer NOT NULL, did integer NOT NULL,
+  ord integer NOT NULL, mod integer NOT NULL, usn integer NOT NULL, type integer NOT NULL,
+  queue integer NOT NULL, due integer NOT NULL, ivl integer NOT NULL, factor integer NOT NULL,
+  reps integer NOT NULL, lapses integer NOT NULL, left integer NOT NULL, odue integer NOT NULL,
+  odid integer NOT NULL, flags integer NOT NULL, data text NOT NULL);
+CREATE TABLE revlog (id integer PRIMARY KEY, cid integer NOT NULL, usn integer NOT NULL,
+  ease integer NOT NULL, ivl integer NOT NULL, lastIvl integer NOT NULL, factor integer NOT NULL,
+  time integer NOT NULL, type integer NOT NULL);
+CREATE TABLE graves (usn integer NOT NULL, oid integer NOT NULL, type integer NOT NULL);
+";
+
+/// Indexes are built after the rows are in: one sort instead of a b-tree update per row.
+const SCHEMA_11_INDEXES: &str = "
+CREATE INDEX ix_notes_usn ON notes (usn);
+CREATE INDEX ix_cards_usn ON cards (usn);
+CREATE INDEX ix_revlog_usn ON revlog (usn);
+CREATE INDEX ix_cards_nid ON cards (nid);
+CREATE INDEX ix_cards_sched ON cards (did, queue, due);
+CREATE INDEX ix_revlog_cid ON revlog (cid);
+CREATE INDEX ix_notes_csum ON notes (csum);
+";
+
+/// The collection file for `user_id` as it is now: from the cache when nothing changed since
+/// it was built, else built from one snapshot.
+pub(crate) fn prepare_download(
+    store: &Store,
+    scratch: &Scratch,
+    user_id: u64,
+) -> Result<Download, FullSyncError> {
+    let snapshot = store.snapshot()?;
+    let record = snapshot
+        .collection(user_id)?
+        .ok_or(FullSyncError::UnknownUser)?;
+    if record.generation == 0 {
+        return Err(FullSyncError::NothingToDownload);
+    }
+    let cached = scratch.download_path(user_id, record.generation, record.usn, record.modified_ms);
+    if let Some(download) = open(&cached)? {
+        tracing::debug!(
+            user_id,
+            bytes = download.len,
+            "full download from the cache"
+        );
+        return Ok(download);
+    }
+    scratch.drop_downloads(user_id);
+    let started = Instant::now();
+    let building = scratch.build_file(user_id);
+    build(&snapshot, &record, building.path())?;
+    std::fs::rename(building.path(), &cached).map_err(|e| FullSyncError::scratch(&cached, e))?;
+    let download = open(&cached)?.ok_or_else(|| {
+        FullSyncError::scratch(&cached, std::io::Error::other("vanished after building"))
+    })?;
+    tracing::info!(
+        user_id,
+        notes = record.counts.notes,
+        cards = record.counts.cards,
+        bytes = download.len,
+        secs = format_args!("{:.1}", started.elapsed().as_secs_f64()),
+        "full download built"
+    );
+    Ok(download)
+}
+
+fn open(path: &Path) -> Result<Option<Download>, FullSyncError> {
+    match File::open(path) {
+        Ok(file) => {
+            let len = file
+                .metadata()
+                .map_err(|e| FullSyncError::scratch(path, e))?
+                .len();
+            Ok(Some(Download { file, len }))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(FullSyncError::scratch(path, e)),
+    }
+}
+
+/// Write the collection into a new SQLite file at `path`: one transaction, no journal (the
+/// file is scratch until renamed), prepared statements.
+fn build(snapshot: &Snapshot, record: &CollectionRecord, path: &Path) -> Result<(), FullSyncError> {
+    let generation = record.generation;
+    let mut conn = Connection::open(path)?;
+    conn.execute_batch(
+        "PRAGMA page_size = 4096; PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;",
+    )?;
+    let tx = conn.transaction()?;
+    tx.execute_batch(SCHEMA_11_TABLES)?;
+    tx.execute(
+        "INSERT INTO col VALUES (1, ?1, ?2, ?3, 11, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            record.created_secs,
+            record.modified_ms,
+            record.schema_ms,
+            record.usn,
+            record.last_sync_ms,
+            keyed_json(snapshot, generation, ObjectKind::Config)?,
+            keyed_json(snapshot, generation, ObjectKind::Notetype)?,
+            keyed_json(snapshot, generation, ObjectKind::Deck)?,
+            keyed_json(snapshot, generation, ObjectKind::DeckConfig)?,
+            tags_json(snapshot, generation)?,
+        ],
+    )?;
+    {
+        let mut insert =
+            tx.prepare("INSERT INTO notes VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)")?;
+        for entry in snapshot.notes(generation)? {
+            let (id, n) = entry?;
+            let sort_field: rusqlite::types::Value = match n.sort_field {
+                SortField::Int(i) => i.into(),
+                SortField::Real(f) => f.into(),
+                SortField::Text(t) => t.into(),
+            };
+            insert.execute(params![
+                id, n.guid, n.mid, n.modified, n.usn, n.tags, n.fields, sort_field, n.checksum,
+                n.flags, n.data
+            ])?;
+        }
+        let mut insert = tx.prepare(
+            "INSERT INTO cards VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
+             ?14, ?15, ?16, ?17, ?18)",
+        )?;
+        for entry in snapshot.cards(generation)? {
+            let (id, c) = entry?;
+            insert.execute(params![
+                id, c.nid, c.did, c.ord, c.modified, c.usn, c.ctype, c.queue, c.due, c.ivl,
+                c.factor, c.reps, c.lapses, c.left, c.odue, c.odid, c.flags, c.data
+            ])?;
+        }
+        let mut insert =
+            tx.prepare("INSERT INTO revlog VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")?;
+        for entry in snapshot.revlog(generation)? {
+            let (id, r) = entry?;
+            insert.execute(params![
+                id, r.cid, r.usn, r.ease, r.ivl, r.last_ivl, r.factor, r.time, r.rtype
+            ])?;
+        }
+        let mut insert = tx.prepare("INSERT INTO graves VALUES (?1, ?2, ?3)")?;
+        for (usn, kind, id) in snapshot.graves(generation)? {
+            insert.execute(params![usn, id, kind])?;
+        }
+    }
+    tx.execute_batch(SCHEMA_11_INDEXES)?;
+    tx.commit()?;
+    // A plain rollback-journal file, complete on its own, as the legacy layout expects.
+    conn.execute_batch("PRAGMA journal_mode = DELETE;")?;
+    conn.close().map_err(|(_, e)| e)?;
+    Ok(())
+}
+
+/// `{"<key>": <stored JSON>, ...}` for notetypes, decks, deck configs or config: the stored
+/// JSON is already valid JSON text, so it is spliced in rather than parsed again.
+fn keyed_json(
+    snapshot: &Snapshot,
+    generation: u64,
+    kind: ObjectKind,
+) -> Result<String, FullSyncError> {
+    let objects = snapshot.objects(generation, kind)?;
+    let mut out = String::with_capacity(
+        2 + objects
+            .iter()
+            .map(|(k, o)| k.len() + o.json.len() + 4)
+            .sum::<usize>(),
+    );
+    out.push('{');
+    for (i, (key, object)) in objects.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::Value::from(key.as_str()).to_string());
+        out.push(':');
+        out.push_str(if object.json.is_empty() {
+            "null"
+        } else {
+            &object.json
+        });
+    }
+    out.push('}');
+    Ok(out)
+}
+
+/// `{"tag": usn, ...}`
+fn tags_json(snapshot: &Snapshot, generation: u64) -> Result<String, FullSyncError> {
+    let map: serde_json::Map<String, serde_json::Value> = snapshot
+        .objects(generation, ObjectKind::Tag)?
+        .into_iter()
+        .map(|(name, object)| (name, object.usn.into()))
+        .collect();
+    Ok(serde_json::Value::Object(map).to_string())
+}

@@ -1,0 +1,18 @@
+//! Full sync: a whole collection in (`upload`) or out (`download`) as an Anki SQLite file.
+//! The file only exists in the scratch directory while a transfer is in flight; the
+//! collection itself lives as rows in redb (`store`), one generation per upload.
+//!
+//! Everything here is blocking (SQLite, redb, disk): the user's actor runs it on the blocking
+//! pool. It never holds a redb write transaction for more than one batch of rows.
+
+mod collection_file;
+mod download;
+mod error;
+mod objects;
+mod scratch;
+mod upload;
+
+pub(crate) use download::prepare_download;
+pub(crate) use error::FullSyncError;
+pub(crate) use scratch::Scratch;
+pub(crate) use upload::{receive_upload, UploadReply};

@@ -1,0 +1,152 @@
+//! The scratch directory next to the database (`<database>.scratch/`): uploads being
+//! received and checked, and built downloads cached for the next device. Nothing in it is
+//! needed after a restart, so it is emptied at startup.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug)]
+pub(crate) struct Scratch {
+    dir: PathBuf,
+    counter: AtomicU64,
+}
+
+/// SQLite may leave these beside a file it opened.
+const SIDECARS: [&str; 4] = ["-wal", "-shm", "-journal", ".raw"];
+
+impl Scratch {
+    /// Create (or empty) the scratch directory for `database`.
+    pub(crate) fn open(database: &Path) -> std::io::Result<Scratch> {
+        let mut name = database
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_else(|| "ankisyncd".into());
+        name.push(".scratch");
+        let dir = database.with_file_name(name);
+        if dir.exists() {
+            let mut removed = 0;
+            for entry in std::fs::read_dir(&dir)? {
+                let path = entry?.path();
+                if path.is_file() {
+                    std::fs::remove_file(&path)?;
+                    removed += 1;
+                }
+            }
+            if removed > 0 {
+                tracing::info!(
+                    files = removed,
+                    "removed scratch files left by the last run"
+                );
+            }
+        } else {
+            std::fs::create_dir_all(&dir)?;
+        }
+        Ok(Scratch {
+            dir,
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    /// A new, unique path for an upload being received.
+    pub(crate) fn upload_file(&self) -> ScratchFile {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        ScratchFile(
+            self.dir
+                .join(format!("upload-{}-{n}.anki2", std::process::id())),
+        )
+    }
+
+    /// Where the download built for this exact state of a user's collection is cached.
+    pub(crate) fn download_path(
+        &self,
+        user_id: u64,
+        generation: u64,
+        usn: i32,
+        modified_ms: i64,
+    ) -> PathBuf {
+        self.dir.join(format!(
+            "download-{user_id}-{generation}-{usn}-{modified_ms}.anki2"
+        ))
+    }
+
+    /// A temporary path to build a download in before it is renamed into the cache.
+    pub(crate) fn build_file(&self, user_id: u64) -> ScratchFile {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        ScratchFile(self.dir.join(format!("building-{user_id}-{n}.anki2")))
+    }
+
+    /// Forget every cached download of a user: their collection changed.
+    pub(crate) fn drop_downloads(&self, user_id: u64) {
+        let prefix = format!("download-{user_id}-");
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                remove_with_sidecars(&entry.path());
+            }
+        }
+    }
+}
+
+/// A scratch file removed (with SQLite's sidecar files) when dropped, whatever happened.
+#[derive(Debug)]
+pub(crate) struct ScratchFile(PathBuf);
+
+impl ScratchFile {
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchFile {
+    fn drop(&mut self) {
+        remove_with_sidecars(&self.0);
+    }
+}
+
+fn remove_with_sidecars(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    for suffix in SIDECARS {
+        let mut name = path.as_os_str().to_os_string();
+        name.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(name));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn startup_empties_the_directory_and_files_clean_up_after_themselves() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("x.redb");
+        let scratch = Scratch::open(&db).unwrap();
+        let leftover = scratch.upload_file();
+        std::fs::write(leftover.path(), b"half an upload").unwrap();
+        let path = leftover.path().to_path_buf();
+        std::mem::forget(leftover); // as if the process had been killed
+        let cached = scratch.download_path(1, 2, 3, 4);
+        std::fs::write(&cached, b"x").unwrap();
+        let scratch = Scratch::open(&db).unwrap();
+        assert!(!path.exists());
+        assert!(!cached.exists());
+
+        let file = scratch.upload_file();
+        std::fs::write(file.path(), b"x").unwrap();
+        let mut wal = file.path().as_os_str().to_os_string();
+        wal.push("-wal");
+        std::fs::write(&wal, b"x").unwrap();
+        let path = file.path().to_path_buf();
+        drop(file);
+        assert!(!path.exists());
+        assert!(!PathBuf::from(wal).exists());
+
+        std::fs::write(scratch.download_path(7, 1, 1, 1), b"x").unwrap();
+        std::fs::write(scratch.download_path(8, 1, 1, 1), b"x").unwrap();
+        scratch.drop_downloads(7);
+        assert!(!scratch.download_path(7, 1, 1, 1).exists());
+        assert!(scratch.download_path(8, 1, 1, 1).exists());
+    }
+}

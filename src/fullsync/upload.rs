@@ -1,0 +1,361 @@
+//! `upload`: take a checked collection file into a new generation of the user's rows, batch
+//! by batch, and make it live in one small transaction. Until that last commit nothing is
+//! visible; if anything fails the generation is abandoned and the old collection stays.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, Row};
+
+use super::collection_file::{open_upload, ColRow};
+use super::objects::{read_objects, LegacyObjects};
+use super::FullSyncError;
+use crate::store::{
+    CardRow, CollectionRecord, Counts, NoteRow, ObjectKind, ObjectRecord, RevlogRow, RowBatch,
+    SortField, Store,
+};
+
+/// Rows per write transaction: small enough that other users' commits interleave (about
+/// 10–20 ms of work each), large enough that commit overhead stays small.
+const BATCH_ROWS: usize = 10_000;
+/// How often a long ingest logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// The bare-string replies of `upload` (protocol.md §4.10): HTTP 200 in every case; the
+/// client treats exactly `OK` as success and shows anything else to the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UploadReply {
+    Ok,
+    TooLarge,
+    Corrupt,
+}
+
+impl UploadReply {
+    pub(crate) fn text(self) -> &'static str {
+        match self {
+            UploadReply::Ok => "OK",
+            UploadReply::TooLarge => "collection exceeds size limit",
+            UploadReply::Corrupt => {
+                "Your upload was corrupt. Please use Check Database, or restore from backup."
+            }
+        }
+    }
+}
+
+/// Check the received file at `path` and make it the user's collection. A file we refuse is
+/// `Ok(UploadReply::Corrupt)` (logged with the reason); only server faults are errors.
+pub(crate) fn receive_upload(
+    store: &Store,
+    user_id: u64,
+    path: &Path,
+    keep_generations: usize,
+    now_ms: i64,
+) -> Result<UploadReply, FullSyncError> {
+    let started = Instant::now();
+    let (conn, col) = match open_upload(path) {
+        Ok(opened) => opened,
+        Err(FullSyncError::Corrupt(reason)) => {
+            tracing::warn!(user_id, "full upload refused: {reason}");
+            return Ok(UploadReply::Corrupt);
+        }
+        Err(e) => return Err(e),
+    };
+    let objects = match read_objects(&conn, col.version) {
+        Ok(objects) => objects,
+        Err(e) => {
+            tracing::warn!(user_id, "full upload refused: {e}");
+            return Ok(UploadReply::Corrupt);
+        }
+    };
+    let generation = store.begin_generation(user_id, now_ms)?;
+    let mut ingest = Ingest {
+        store,
+        generation,
+        batch: RowBatch::default(),
+        counts: Counts::default(),
+        started,
+        last_progress: started,
+        user_id,
+    };
+    match ingest.run(&conn, objects) {
+        Ok(()) => {}
+        Err(e) => {
+            store.abandon_generation(user_id, generation)?;
+            return match e {
+                FullSyncError::Corrupt(reason) => {
+                    tracing::warn!(user_id, "full upload refused: {reason}");
+                    Ok(UploadReply::Corrupt)
+                }
+                other => Err(other),
+            };
+        }
+    }
+    let counts = ingest.counts;
+    let record = collection_record(&col, counts);
+    if !store.activate_generation(user_id, generation, record, keep_generations)? {
+        store.abandon_generation(user_id, generation)?;
+        return Err(FullSyncError::UnknownUser);
+    }
+    tracing::info!(
+        user_id,
+        generation,
+        schema = col.version,
+        notes = counts.notes,
+        cards = counts.cards,
+        revlog = counts.revlog,
+        secs = format_args!("{:.1}", started.elapsed().as_secs_f64()),
+        "full upload stored"
+    );
+    Ok(UploadReply::Ok)
+}
+
+fn collection_record(col: &ColRow, counts: Counts) -> CollectionRecord {
+    CollectionRecord {
+        generation: 0, // set by activate_generation
+        created_secs: col.created_secs,
+        modified_ms: col.modified_ms,
+        schema_ms: col.schema_ms,
+        usn: col.usn,
+        last_sync_ms: col.last_sync_ms,
+        counts,
+        media_usn: 0, // kept from the current record by activate_generation
+    }
+}
+
+struct Ingest<'a> {
+    store: &'a Store,
+    generation: u64,
+    batch: RowBatch,
+    counts: Counts,
+    started: Instant,
+    last_progress: Instant,
+    user_id: u64,
+}
+
+impl Ingest<'_> {
+    fn run(&mut self, conn: &Connection, objects: LegacyObjects) -> Result<(), FullSyncError> {
+        self.objects(objects)?;
+        self.table(
+            conn,
+            "SELECT id, guid, mid, mod, usn, tags, flds, sfld, csum, flags, data FROM notes",
+            |ingest, row| {
+                let note = NoteRow {
+                    guid: text(row, 1)?,
+                    mid: int(row, 2)?,
+                    modified: int(row, 3)?,
+                    usn: usn(row, 4)?,
+                    tags: text(row, 5)?,
+                    fields: text(row, 6)?,
+                    sort_field: sort_field(row, 7)?,
+                    checksum: int(row, 8)?,
+                    flags: int(row, 9)?,
+                    data: text(row, 10)?,
+                };
+                ingest.batch.notes.push((int(row, 0)?, note));
+                ingest.counts.notes += 1;
+                Ok(())
+            },
+        )?;
+        self.table(
+            conn,
+            "SELECT id, nid, did, ord, mod, usn, type, queue, due, ivl, factor, reps, lapses, \
+             left, odue, odid, flags, data FROM cards",
+            |ingest, row| {
+                let card = CardRow {
+                    nid: int(row, 1)?,
+                    did: int(row, 2)?,
+                    ord: int(row, 3)?,
+                    modified: int(row, 4)?,
+                    usn: usn(row, 5)?,
+                    ctype: int(row, 6)?,
+                    queue: int(row, 7)?,
+                    due: int(row, 8)?,
+                    ivl: int(row, 9)?,
+                    factor: int(row, 10)?,
+                    reps: int(row, 11)?,
+                    lapses: int(row, 12)?,
+                    left: int(row, 13)?,
+                    odue: int(row, 14)?,
+                    odid: int(row, 15)?,
+                    flags: int(row, 16)?,
+                    data: text(row, 17)?,
+                };
+                ingest.batch.cards.push((int(row, 0)?, card));
+                ingest.counts.cards += 1;
+                Ok(())
+            },
+        )?;
+        self.table(
+            conn,
+            "SELECT id, cid, usn, ease, ivl, lastIvl, factor, time, type FROM revlog",
+            |ingest, row| {
+                let review = RevlogRow {
+                    cid: int(row, 1)?,
+                    usn: usn(row, 2)?,
+                    ease: int(row, 3)?,
+                    ivl: int(row, 4)?,
+                    last_ivl: int(row, 5)?,
+                    factor: int(row, 6)?,
+                    time: int(row, 7)?,
+                    rtype: int(row, 8)?,
+                };
+                ingest.batch.revlog.push((int(row, 0)?, review));
+                ingest.counts.revlog += 1;
+                Ok(())
+            },
+        )?;
+        self.table(conn, "SELECT usn, type, oid FROM graves", |ingest, row| {
+            let kind = u8::try_from(int(row, 1)?)
+                .ok()
+                .filter(|k| *k <= 2)
+                .ok_or_else(|| corrupt_row("graves", "type is not 0, 1 or 2"))?;
+            ingest.batch.graves.push((usn(row, 0)?, kind, int(row, 2)?));
+            ingest.counts.graves += 1;
+            Ok(())
+        })?;
+        self.flush()
+    }
+
+    fn objects(&mut self, objects: LegacyObjects) -> Result<(), FullSyncError> {
+        self.counts.notetypes = objects.notetypes.len() as u64;
+        self.counts.decks = objects.decks.len() as u64;
+        self.counts.deck_configs = objects.deck_configs.len() as u64;
+        for (kind, list) in [
+            (ObjectKind::Notetype, objects.notetypes),
+            (ObjectKind::Deck, objects.decks),
+            (ObjectKind::DeckConfig, objects.deck_configs),
+        ] {
+            for (id, object) in list {
+                // Uploads carry no pending changes (the client resets -1 to 0 first); a file
+                // that still has some is normalised, as the official server would see them.
+                let usn = object
+                    .get("usn")
+                    .and_then(serde_json::Value::as_i64)
+                    .map_or(0, |u| i32::try_from(u.max(0)).unwrap_or(0));
+                let json = serde_json::Value::Object(object).to_string();
+                self.batch
+                    .objects
+                    .push((kind as u8, id.to_string(), ObjectRecord { usn, json }));
+            }
+        }
+        for (tag, usn) in objects.tags {
+            let record = ObjectRecord {
+                usn: usn.max(0),
+                json: String::new(),
+            };
+            self.batch
+                .objects
+                .push((ObjectKind::Tag as u8, tag, record));
+        }
+        for (key, value) in objects.config {
+            let record = ObjectRecord {
+                usn: 0,
+                json: value.to_string(),
+            };
+            self.batch
+                .objects
+                .push((ObjectKind::Config as u8, key, record));
+        }
+        self.flush()
+    }
+
+    /// Read every row of one query, writing a batch whenever it is full.
+    fn table(
+        &mut self,
+        conn: &Connection,
+        sql: &str,
+        mut take: impl FnMut(&mut Self, &Row<'_>) -> Result<(), FullSyncError>,
+    ) -> Result<(), FullSyncError> {
+        let mut statement = conn
+            .prepare(sql)
+            .map_err(|e| FullSyncError::Corrupt(format!("{sql}: {e}")))?;
+        let mut rows = statement
+            .query([])
+            .map_err(|e| FullSyncError::Corrupt(format!("{sql}: {e}")))?;
+        while let Some(row) = rows
+            .next()
+            .map_err(|e| FullSyncError::Corrupt(format!("reading rows: {e}")))?
+        {
+            take(self, row)?;
+            if self.batch.len() >= BATCH_ROWS {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), FullSyncError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.store.write_batch(self.generation, &self.batch)?;
+        self.batch = RowBatch::default();
+        if self.last_progress.elapsed() >= PROGRESS_EVERY {
+            self.last_progress = Instant::now();
+            tracing::info!(
+                user_id = self.user_id,
+                notes = self.counts.notes,
+                cards = self.counts.cards,
+                revlog = self.counts.revlog,
+                secs = self.started.elapsed().as_secs(),
+                "full upload in progress"
+            );
+        }
+        Ok(())
+    }
+}
+
+fn corrupt_row(table: &str, reason: &str) -> FullSyncError {
+    FullSyncError::Corrupt(format!("{table}: {reason}"))
+}
+
+/// An integer column. Old clients wrote some numbers as reals; they are truncated, as the
+/// official code does when it reads them.
+fn int(row: &Row<'_>, index: usize) -> Result<i64, FullSyncError> {
+    match row.get_ref(index) {
+        Ok(ValueRef::Integer(i)) => Ok(i),
+        Ok(ValueRef::Real(f)) => Ok(f as i64),
+        Ok(ValueRef::Null) => Ok(0),
+        Ok(ValueRef::Text(t)) => std::str::from_utf8(t)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .ok_or_else(|| {
+                FullSyncError::Corrupt(format!("column {index}: text where a number belongs"))
+            }),
+        Ok(ValueRef::Blob(_)) => Err(FullSyncError::Corrupt(format!(
+            "column {index}: blob where a number belongs"
+        ))),
+        Err(e) => Err(FullSyncError::Corrupt(format!("column {index}: {e}"))),
+    }
+}
+
+/// A usn column; a pending change (-1) left in an upload is stored as 0, as the client's own
+/// preparation for upload would have made it.
+fn usn(row: &Row<'_>, index: usize) -> Result<i32, FullSyncError> {
+    let value = int(row, index)?.max(0);
+    i32::try_from(value).map_err(|_| FullSyncError::Corrupt(format!("usn {value} out of range")))
+}
+
+fn text(row: &Row<'_>, index: usize) -> Result<String, FullSyncError> {
+    match row.get_ref(index) {
+        Ok(ValueRef::Text(t)) => Ok(String::from_utf8_lossy(t).into_owned()),
+        Ok(ValueRef::Null) => Ok(String::new()),
+        Ok(ValueRef::Integer(i)) => Ok(i.to_string()),
+        Ok(ValueRef::Real(f)) => Ok(f.to_string()),
+        Ok(ValueRef::Blob(b)) => Ok(String::from_utf8_lossy(b).into_owned()),
+        Err(e) => Err(FullSyncError::Corrupt(format!("column {index}: {e}"))),
+    }
+}
+
+fn sort_field(row: &Row<'_>, index: usize) -> Result<SortField, FullSyncError> {
+    match row.get_ref(index) {
+        Ok(ValueRef::Integer(i)) => Ok(SortField::Int(i)),
+        Ok(ValueRef::Real(f)) => Ok(SortField::Real(f)),
+        Ok(ValueRef::Null) => Ok(SortField::Text(String::new())),
+        Ok(ValueRef::Text(t)) | Ok(ValueRef::Blob(t)) => {
+            Ok(SortField::Text(String::from_utf8_lossy(t).into_owned()))
+        }
+        Err(e) => Err(FullSyncError::Corrupt(format!("column {index}: {e}"))),
+    }
+}

@@ -1,0 +1,303 @@
+//! Payloads too large to hold in memory: a full upload is decompressed straight into a file
+//! as it arrives, and a full download is compressed from a file as it is sent. Memory stays
+//! flat in the collection's size: at most a few chunks are in flight.
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use http::{HeaderMap, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use tokio::sync::mpsc;
+
+use super::{
+    legacy, modern, reject_declared_oversize, Envelope, EnvelopeError, Limits, ResponseBody,
+    SyncRequest, ANKI_SYNC_HEADER, ORIGINAL_SIZE_HEADER,
+};
+
+/// Chunks in flight between the network and the (de)compressing thread.
+const CHANNEL_DEPTH: usize = 8;
+/// Size of the chunks a download is read and sent in.
+const DOWNLOAD_CHUNK: usize = 256 * 1024;
+/// zstd level for downloads: the fastest level; loopback and LAN links are rarely the
+/// bottleneck, the server's CPU is (benches/README.md, full download).
+const DOWNLOAD_ZSTD_LEVEL: i32 = 1;
+
+/// Decode a POST whose payload is a file (a full upload) into `dest`. Returns the request
+/// with an empty body and the number of bytes written. Over either limit the file is left
+/// incomplete and `TooLarge`/`DecompressedTooLarge` returned; the caller removes it.
+pub(crate) async fn decode_post_to_file<B>(
+    headers: &HeaderMap,
+    mut body: B,
+    limits: &Limits,
+    dest: &Path,
+) -> Result<(SyncRequest, u64), EnvelopeError>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if let Some(value) = headers.get(ANKI_SYNC_HEADER) {
+        let header = modern::parse_header(value)?;
+        reject_declared_oversize(headers, &body, limits)?;
+        let (sender, receiver) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
+        let limit = limits.max_decompressed;
+        let path = dest.to_path_buf();
+        let writer = tokio::task::spawn_blocking(move || {
+            let decoder = zstd::stream::read::Decoder::new(ChannelReader::new(receiver))
+                .map_err(|e| EnvelopeError::Zstd(e.to_string()))?;
+            write_capped(decoder, &path, limit, EnvelopeError::Zstd)
+        });
+        let mut total: u64 = 0;
+        let mut over = false;
+        let mut transport = None;
+        while let Some(frame) = body.frame().await {
+            let data = match frame {
+                Ok(frame) => match frame.into_data() {
+                    Ok(data) => data,
+                    Err(_) => continue,
+                },
+                Err(e) => {
+                    transport = Some(EnvelopeError::Body(e.into().to_string()));
+                    break;
+                }
+            };
+            total = total.saturating_add(data.len() as u64);
+            if total > limits.max_body {
+                over = true;
+                break;
+            }
+            // The writer stopped (bad data, or past the cap): its error is the answer.
+            if sender.send(data).await.is_err() {
+                break;
+            }
+        }
+        drop(sender);
+        let written = join(writer).await;
+        if over {
+            return Err(EnvelopeError::TooLarge {
+                limit: limits.max_body,
+            });
+        }
+        if let Some(error) = transport {
+            return Err(error);
+        }
+        let request = SyncRequest {
+            envelope: Envelope::Modern,
+            sync_version: header.v,
+            host_key: header.k,
+            session_key: header.s,
+            client_version: header.c,
+            body: Bytes::new(),
+            legacy_media_version: None,
+        };
+        return Ok((request, written?));
+    }
+    let boundary = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|content_type| multer::parse_boundary(content_type).ok())
+        .ok_or(EnvelopeError::NotMultipart)?;
+    reject_declared_oversize(headers, &body, limits)?;
+    legacy::decode_multipart_to_file(boundary, body, limits, dest).await
+}
+
+/// Gunzip (or copy) a legacy `data` part that was saved as it came, into `dest`.
+pub(super) async fn finish_legacy_file(
+    raw: PathBuf,
+    dest: PathBuf,
+    gzipped: bool,
+    limit: u64,
+) -> Result<u64, EnvelopeError> {
+    let task = tokio::task::spawn_blocking(move || {
+        let input = File::open(&raw).map_err(|e| storage(&raw, &e))?;
+        let result = if gzipped {
+            write_capped(
+                flate2::read::MultiGzDecoder::new(std::io::BufReader::new(input)),
+                &dest,
+                limit,
+                EnvelopeError::Gzip,
+            )
+        } else {
+            write_capped(input, &dest, limit, EnvelopeError::Body)
+        };
+        let _ = std::fs::remove_file(&raw);
+        result
+    });
+    join(task).await
+}
+
+/// Copy at most `limit` bytes into a new file at `path`; one byte more is `DecompressedTooLarge`.
+fn write_capped(
+    reader: impl Read,
+    path: &Path,
+    limit: u64,
+    codec_error: fn(String) -> EnvelopeError,
+) -> Result<u64, EnvelopeError> {
+    let file = File::create(path).map_err(|e| storage(path, &e))?;
+    let mut out = BufWriter::with_capacity(DOWNLOAD_CHUNK, file);
+    let mut reader = reader.take(limit.saturating_add(1));
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut written: u64 = 0;
+    loop {
+        let n = match reader.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(codec_error(e.to_string())),
+        };
+        written += n as u64;
+        if written > limit {
+            return Err(EnvelopeError::DecompressedTooLarge { limit });
+        }
+        out.write_all(&buffer[..n]).map_err(|e| storage(path, &e))?;
+    }
+    out.flush().map_err(|e| storage(path, &e))?;
+    Ok(written)
+}
+
+fn storage(path: &Path, error: &std::io::Error) -> EnvelopeError {
+    EnvelopeError::Storage(format!("{}: {error}", path.display()))
+}
+
+async fn join<T: Send + 'static>(
+    task: tokio::task::JoinHandle<Result<T, EnvelopeError>>,
+) -> Result<T, EnvelopeError> {
+    match task.await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(EnvelopeError::Body(format!("cancelled: {e}"))),
+    }
+}
+
+/// A blocking `Read` over chunks arriving from the async side.
+struct ChannelReader {
+    receiver: mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl ChannelReader {
+    fn new(receiver: mpsc::Receiver<Bytes>) -> Self {
+        ChannelReader {
+            receiver,
+            current: Bytes::new(),
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.receiver.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// A file as a successful response in the request's envelope, streamed: zstd-compressed on
+/// the fly with `anki-original-size` for modern clients, as it is for legacy ones.
+pub(crate) fn encode_file(
+    envelope: &Envelope,
+    file: File,
+    len: u64,
+) -> Result<Response<ResponseBody>, EnvelopeError> {
+    let (sender, receiver) = mpsc::channel::<std::io::Result<Bytes>>(CHANNEL_DEPTH);
+    let compress = *envelope == Envelope::Modern;
+    tokio::task::spawn_blocking(move || {
+        let result = if compress {
+            send_compressed(file, &sender)
+        } else {
+            send_plain(file, &sender)
+        };
+        if let Err(e) = result {
+            // The client sees a truncated body and fails the download; the log says why.
+            tracing::warn!("sending a file failed: {e}");
+            let _ = sender.blocking_send(Err(e));
+        }
+    });
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver
+            .recv()
+            .await
+            .map(|item| (item.map(http_body::Frame::data), receiver))
+    });
+    let mut builder = Response::builder().status(StatusCode::OK);
+    if compress {
+        let len = u32::try_from(len).map_err(|_| {
+            EnvelopeError::Encode(format!(
+                "a {len}-byte file is too large for anki-original-size (u32)"
+            ))
+        })?;
+        builder = builder.header(ORIGINAL_SIZE_HEADER, len);
+    } else {
+        builder = builder.header(http::header::CONTENT_LENGTH, len);
+    }
+    builder
+        .body(StreamBody::new(stream).boxed_unsync())
+        .map_err(|e| EnvelopeError::Encode(e.to_string()))
+}
+
+fn send_plain(
+    mut file: File,
+    sender: &mpsc::Sender<std::io::Result<Bytes>>,
+) -> std::io::Result<()> {
+    loop {
+        let mut buffer = vec![0u8; DOWNLOAD_CHUNK];
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            return Ok(());
+        }
+        buffer.truncate(n);
+        if sender.blocking_send(Ok(Bytes::from(buffer))).is_err() {
+            return Ok(()); // the client went away
+        }
+    }
+}
+
+fn send_compressed(
+    file: File,
+    sender: &mpsc::Sender<std::io::Result<Bytes>>,
+) -> std::io::Result<()> {
+    let sink = ChannelWriter {
+        sender,
+        buffer: Vec::with_capacity(DOWNLOAD_CHUNK),
+    };
+    let mut encoder = zstd::stream::write::Encoder::new(sink, DOWNLOAD_ZSTD_LEVEL)?;
+    std::io::copy(
+        &mut std::io::BufReader::with_capacity(DOWNLOAD_CHUNK, file),
+        &mut encoder,
+    )?;
+    let mut sink = encoder.finish()?;
+    sink.flush()
+}
+
+/// A blocking `Write` that hands full chunks to the async side.
+struct ChannelWriter<'a> {
+    sender: &'a mpsc::Sender<std::io::Result<Bytes>>,
+    buffer: Vec<u8>,
+}
+
+impl Write for ChannelWriter<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(data);
+        if self.buffer.len() >= DOWNLOAD_CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(DOWNLOAD_CHUNK));
+        self.sender
+            .blocking_send(Ok(Bytes::from(chunk)))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
+    }
+}
