@@ -291,6 +291,12 @@ impl Ingest<'_> {
         }
         self.store.write_batch(self.generation, &self.batch)?;
         self.batch = RowBatch::default();
+        tracing::debug!(
+            user_id = self.user_id,
+            generation = self.generation,
+            "upload batch written"
+        );
+        test_hooks::after_batch();
         if self.last_progress.elapsed() >= PROGRESS_EVERY {
             self.last_progress = Instant::now();
             tracing::info!(
@@ -304,6 +310,26 @@ impl Ingest<'_> {
         }
         Ok(())
     }
+}
+
+/// Lets the end-to-end tests kill the server in the middle of an ingest, which is otherwise
+/// too quick to hit. Compiled into debug builds only; release binaries have no such knob.
+mod test_hooks {
+    #[cfg(debug_assertions)]
+    pub(super) fn after_batch() {
+        static PAUSE: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+        let pause = PAUSE.get_or_init(|| {
+            std::env::var("TEST_ANKISYNCD_INGEST_PAUSE_MS")
+                .ok()
+                .and_then(|ms| ms.parse().ok())
+        });
+        if let Some(ms) = pause {
+            std::thread::sleep(std::time::Duration::from_millis(*ms));
+        }
+    }
+
+    #[cfg(not(debug_assertions))]
+    pub(super) fn after_batch() {}
 }
 
 fn corrupt_row(table: &str, reason: &str) -> FullSyncError {

@@ -37,7 +37,8 @@ use tempfile::TempDir;
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a server may take to exit after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long one device command (a whole sync included) may take.
+/// How long one device command (a whole sync included) may take, unless changed with
+/// [`Device::set_timeout`].
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long creating one client virtual environment (venv + pip install) may take.
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
@@ -80,7 +81,8 @@ fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn target_dir() -> PathBuf {
+/// Cargo's target directory (where client installs and benchmark data are kept).
+pub fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         // Cargo resolves a relative target dir against the directory it was started in,
         // which for `cargo test` is normally the manifest directory.
@@ -235,7 +237,8 @@ pub fn http_get(endpoint: &str, path: &str) -> (u16, String) {
 }
 
 fn try_http_get(endpoint: &str, path: &str) -> io::Result<(u16, String)> {
-    try_http_request(endpoint, "GET", path, &[], b"")
+    let (status, body) = try_http_request(endpoint, "GET", path, &[], b"")?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// Any request with raw headers and body, for feeding the server malformed input. The body
@@ -248,6 +251,18 @@ pub fn http_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String) {
+    let (status, body) = http_request_raw(endpoint, method, path, headers, body);
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// `http_request` with the response body as bytes (e.g. a zstd-compressed v11 reply).
+pub fn http_request_raw(
+    endpoint: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<u8>) {
     try_http_request(endpoint, method, path, headers, body)
         .unwrap_or_else(|e| panic!("{method} {endpoint} {path}: {e}"))
 }
@@ -258,7 +273,7 @@ fn try_http_request(
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
-) -> io::Result<(u16, String)> {
+) -> io::Result<(u16, Vec<u8>)> {
     let authority = endpoint
         .strip_prefix("http://")
         .and_then(|rest| rest.split('/').next())
@@ -295,7 +310,7 @@ fn try_http_request(
     parse_http_response(&response)
 }
 
-fn parse_http_response(response: &[u8]) -> io::Result<(u16, String)> {
+fn parse_http_response(response: &[u8]) -> io::Result<(u16, Vec<u8>)> {
     let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
     let split = response
         .windows(4)
@@ -317,7 +332,7 @@ fn parse_http_response(response: &[u8]) -> io::Result<(u16, String)> {
     } else {
         body.to_vec()
     };
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    Ok((status, body))
 }
 
 /// Decodes a chunked transfer-encoded body (servers may stream even small replies).
@@ -440,6 +455,13 @@ impl ServerProcess {
         format!("http://127.0.0.1:{}/", self.port)
     }
 
+    fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} is not running", self.name))
+            .id()
+    }
+
     fn is_running(&mut self) -> bool {
         match self.child.as_mut() {
             Some(child) => child.try_wait().expect("poll server").is_none(),
@@ -552,6 +574,12 @@ impl Server {
 
     pub fn db_path(&self) -> &Path {
         &self.db_path
+    }
+
+    /// The server's process id (panics if it is not running), e.g. to read its CPU time
+    /// and memory from `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
     }
 
     /// The users and environment the next `restart` uses (e.g. a changed `SYNC_USER1`).
@@ -671,6 +699,12 @@ impl OfficialServer {
     /// The server's data folder (`SYNC_BASE`): one subfolder per user.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("base")
+    }
+
+    /// The server's process id (panics if it is not running), e.g. to read its CPU time
+    /// and memory from `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
     }
 
     /// Everything the server wrote to stdout and stderr, across restarts.
@@ -894,6 +928,7 @@ pub struct Device {
     requests: ChildStdin,
     replies: Receiver<String>,
     version: ClientVersion,
+    timeout: Duration,
     dir: TempDir,
 }
 
@@ -937,12 +972,25 @@ impl Device {
             requests,
             replies,
             version,
+            timeout: REQUEST_TIMEOUT,
             dir,
         }
     }
 
     pub fn version(&self) -> ClientVersion {
         self.version
+    }
+
+    /// The driver's process id: the client (its Rust backend included) runs in it, so its
+    /// CPU time in `/proc` is the client's.
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
+
+    /// How long each later command may take (default 120 s); benchmarks on large
+    /// collections need more.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
     }
 
     /// Logs in (`hostKey`) and keeps the host key and endpoint for later syncs.
@@ -1047,10 +1095,11 @@ impl Device {
         if let Err(e) = writeln!(self.requests, "{request}").and_then(|()| self.requests.flush()) {
             self.fail(&format!("cannot send {cmd}: {e}"));
         }
-        let line = match self.replies.recv_timeout(REQUEST_TIMEOUT) {
+        let timeout = self.timeout;
+        let line = match self.replies.recv_timeout(timeout) {
             Ok(line) => line,
             Err(RecvTimeoutError::Timeout) => {
-                self.fail(&format!("{cmd} got no reply within {REQUEST_TIMEOUT:?}"))
+                self.fail(&format!("{cmd} got no reply within {timeout:?}"))
             }
             Err(RecvTimeoutError::Disconnected) => {
                 self.fail(&format!("the driver exited during {cmd}"))

@@ -118,7 +118,12 @@ where
         .size_limit(multer::SizeLimit::new().whole_stream(limits.max_body));
     let mut multipart =
         multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
-    let raw = dest.with_extension("raw");
+    // `<upload>.raw`: a sidecar name the upload's scratch guard removes with it.
+    let raw = {
+        let mut name = dest.as_os_str().to_os_string();
+        name.push(".raw");
+        std::path::PathBuf::from(name)
+    };
     let mut fields = Fields::default();
     let mut saw_data = false;
     let outcome: Result<(), EnvelopeError> = async {

@@ -43,10 +43,14 @@ where
         let (sender, receiver) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
         let limit = limits.max_decompressed;
         let path = dest.to_path_buf();
+        // Created here, not in the writer thread: if this request is dropped (the client hung
+        // up), the caller's guard removes the file, and a writer still running only writes
+        // into the removed inode instead of creating a stray file afterwards.
+        let file = File::create(&path).map_err(|e| storage(&path, &e))?;
         let writer = tokio::task::spawn_blocking(move || {
             let decoder = zstd::stream::read::Decoder::new(ChannelReader::new(receiver))
                 .map_err(|e| EnvelopeError::Zstd(e.to_string()))?;
-            write_capped(decoder, &path, limit, EnvelopeError::Zstd)
+            write_capped(decoder, file, &path, limit, EnvelopeError::Zstd)
         });
         let mut total: u64 = 0;
         let mut over = false;
@@ -109,32 +113,35 @@ pub(super) async fn finish_legacy_file(
     gzipped: bool,
     limit: u64,
 ) -> Result<u64, EnvelopeError> {
+    // Both files exist before the thread starts, for the same reason as above.
+    let input = File::open(&raw).map_err(|e| storage(&raw, &e))?;
+    let _ = std::fs::remove_file(&raw);
+    let output = File::create(&dest).map_err(|e| storage(&dest, &e))?;
     let task = tokio::task::spawn_blocking(move || {
-        let input = File::open(&raw).map_err(|e| storage(&raw, &e))?;
-        let result = if gzipped {
+        if gzipped {
             write_capped(
                 flate2::read::MultiGzDecoder::new(std::io::BufReader::new(input)),
+                output,
                 &dest,
                 limit,
                 EnvelopeError::Gzip,
             )
         } else {
-            write_capped(input, &dest, limit, EnvelopeError::Body)
-        };
-        let _ = std::fs::remove_file(&raw);
-        result
+            write_capped(input, output, &dest, limit, EnvelopeError::Body)
+        }
     });
     join(task).await
 }
 
-/// Copy at most `limit` bytes into a new file at `path`; one byte more is `DecompressedTooLarge`.
+/// Copy at most `limit` bytes into `file` (at `path`, for messages); one byte more is
+/// `DecompressedTooLarge`.
 fn write_capped(
     reader: impl Read,
+    file: File,
     path: &Path,
     limit: u64,
     codec_error: fn(String) -> EnvelopeError,
 ) -> Result<u64, EnvelopeError> {
-    let file = File::create(path).map_err(|e| storage(path, &e))?;
     let mut out = BufWriter::with_capacity(DOWNLOAD_CHUNK, file);
     let mut reader = reader.take(limit.saturating_add(1));
     let mut buffer = vec![0u8; 64 * 1024];
