@@ -13,7 +13,7 @@ use super::objects::{read_objects, LegacyObjects};
 use super::FullSyncError;
 use crate::store::{
     CardRow, CollectionRecord, Counts, NoteRow, ObjectKind, ObjectRecord, RevlogRow, RowBatch,
-    SortField, Store,
+    RowKind, SortField, Store,
 };
 
 /// Rows per write transaction: small enough that other users' commits interleave (about
@@ -77,6 +77,7 @@ pub(crate) fn receive_upload(
         started,
         last_progress: started,
         user_id,
+        index_from: col.usn,
     };
     match ingest.run(&conn, objects) {
         Ok(()) => {}
@@ -131,6 +132,9 @@ struct Ingest<'a> {
     started: Instant,
     last_progress: Instant,
     user_id: u64,
+    /// Rows with a usn at least this go into the changes index: a client that syncs with
+    /// this collection has a usn at least the uploaded one, so older rows are never asked for.
+    index_from: i32,
 }
 
 impl Ingest<'_> {
@@ -152,7 +156,9 @@ impl Ingest<'_> {
                     flags: int(row, 9)?,
                     data: text(row, 10)?,
                 };
-                ingest.batch.notes.push((int(row, 0)?, note));
+                let id = int(row, 0)?;
+                ingest.index(note.usn, RowKind::Note, id);
+                ingest.batch.notes.push((id, note));
                 ingest.counts.notes += 1;
                 Ok(())
             },
@@ -181,7 +187,9 @@ impl Ingest<'_> {
                     flags: int(row, 16)?,
                     data: text(row, 17)?,
                 };
-                ingest.batch.cards.push((int(row, 0)?, card));
+                let id = int(row, 0)?;
+                ingest.index(card.usn, RowKind::Card, id);
+                ingest.batch.cards.push((id, card));
                 ingest.counts.cards += 1;
                 Ok(())
             },
@@ -200,7 +208,9 @@ impl Ingest<'_> {
                     time: int(row, 7)?,
                     rtype: int(row, 8)?,
                 };
-                ingest.batch.revlog.push((int(row, 0)?, review));
+                let id = int(row, 0)?;
+                ingest.index(review.usn, RowKind::Revlog, id);
+                ingest.batch.revlog.push((id, review));
                 ingest.counts.revlog += 1;
                 Ok(())
             },
@@ -215,6 +225,12 @@ impl Ingest<'_> {
             Ok(())
         })?;
         self.flush()
+    }
+
+    fn index(&mut self, usn: i32, kind: RowKind, id: i64) {
+        if usn >= self.index_from {
+            self.batch.changes.push((usn, kind as u8, id));
+        }
     }
 
     fn objects(&mut self, objects: LegacyObjects) -> Result<(), FullSyncError> {

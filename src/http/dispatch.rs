@@ -19,7 +19,10 @@ use super::router::{route, Route};
 use crate::app::App;
 use crate::auth::UserRef;
 use crate::fullsync::{self, UploadReply};
-use crate::protocol::{parse_json, HostKeyRequest, MetaRequest, Method, SyncMethod};
+use crate::protocol::{
+    parse_json, ApplyChangesRequest, ApplyChunkRequest, ApplyGravesRequest, HostKeyRequest,
+    MetaRequest, Method, SanityCheckRequest, StartRequest, SyncMethod,
+};
 use crate::sync;
 
 /// What the request's log line says besides method, status and timing.
@@ -132,7 +135,8 @@ async fn api(
             let (store, scratch) = (app.store.clone(), app.scratch.clone());
             let download = app
                 .users
-                .run(&user, move |_state| {
+                .run(&user, move |state| {
+                    state.discard_session();
                     fullsync::prepare_download(&store, &scratch, user.id)
                 })
                 .await??;
@@ -142,18 +146,101 @@ async fn api(
                 download.len,
             )?);
         }
-        other => {
+        Method::Sync(method) => {
+            let user = app.users.resolve(&request.host_key).await?;
+            context.user = Some(user.clone());
+            let reply = normal_sync(app, &user, method, &request).await?;
+            if method == SyncMethod::Finish {
+                app.scratch.drop_downloads(user.id);
+            }
+            reply
+        }
+        Method::Media(_) => {
             // Authenticate first: an unknown key must get 403 whatever it asks for.
             let user = app.users.resolve(&request.host_key).await?;
             context.user = Some(user);
-            return Err(sync::SyncError::NotImplemented(match other {
-                Method::Sync(_) => "this collection sync method",
-                Method::Media(_) => "media sync",
-            })
-            .into());
+            return Err(sync::SyncError::NotImplemented("media sync").into());
         }
     };
     Ok(boxed(envelope::encode_ok(&request.envelope, body)?))
+}
+
+/// The steps of a normal sync: each runs on the user's actor with the user's state.
+async fn normal_sync(
+    app: &App,
+    user: &UserRef,
+    method: SyncMethod,
+    request: &SyncRequest,
+) -> Result<Bytes, ApiError> {
+    let store = app.store.clone();
+    let key = request.session_key.clone();
+    let body = &request.body;
+    match method {
+        SyncMethod::Start => {
+            let start: StartRequest = parse_json(body).map_err(ApiError::BadJson)?;
+            run_json(app, user, move |state| {
+                sync::start(&store, state, &key, start)
+            })
+            .await
+        }
+        SyncMethod::ApplyGraves => {
+            let graves: ApplyGravesRequest = parse_json(body).map_err(ApiError::BadJson)?;
+            run_json(app, user, move |state| {
+                sync::apply_graves(&store, state, &key, graves)
+            })
+            .await
+        }
+        SyncMethod::ApplyChanges => {
+            let changes: ApplyChangesRequest = parse_json(body).map_err(ApiError::BadJson)?;
+            run_json(app, user, move |state| {
+                sync::apply_changes(&store, state, &key, changes)
+            })
+            .await
+        }
+        SyncMethod::Chunk => {
+            run_json(app, user, move |state| sync::chunk(&store, state, &key)).await
+        }
+        SyncMethod::ApplyChunk => {
+            let chunk: ApplyChunkRequest = parse_json(body).map_err(ApiError::BadJson)?;
+            run_json(app, user, move |state| {
+                sync::apply_chunk(&store, state, &key, chunk)
+            })
+            .await
+        }
+        SyncMethod::SanityCheck2 => {
+            let check: SanityCheckRequest = parse_json(body).map_err(ApiError::BadJson)?;
+            run_json(app, user, move |state| {
+                sync::sanity_check(state, &key, check)
+            })
+            .await
+        }
+        SyncMethod::Finish => {
+            run_json(app, user, move |state| {
+                sync::finish(&store, state, &key, crate::clock::now_millis())
+            })
+            .await
+        }
+        SyncMethod::Abort => {
+            run_json(app, user, |state| {
+                sync::abort(state);
+                Ok(())
+            })
+            .await
+        }
+        // Served elsewhere in this module.
+        SyncMethod::HostKey | SyncMethod::Meta | SyncMethod::Upload | SyncMethod::Download => Err(
+            sync::SyncError::Internal(format!("{} routed to normal sync", method.name())).into(),
+        ),
+    }
+}
+
+async fn run_json<T: serde::Serialize + Send + 'static>(
+    app: &App,
+    user: &UserRef,
+    job: impl FnOnce(&mut sync::UserState) -> Result<T, sync::SyncError> + Send + 'static,
+) -> Result<Bytes, ApiError> {
+    let reply = app.users.run(user, job).await??;
+    json(&reply)
 }
 
 /// `upload`: the body goes straight into a scratch file (never into memory), then the user's
@@ -209,7 +296,8 @@ where
             app.keep_generations,
         );
         app.users
-            .run(&user, move |_state| {
+            .run(&user, move |state| {
+                state.discard_session();
                 fullsync::receive_upload(&store, user.id, &path, keep, crate::clock::now_millis())
             })
             .await??

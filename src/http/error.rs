@@ -41,6 +41,8 @@ impl ApiError {
                 SyncError::AuthFailed => StatusCode::FORBIDDEN,
                 SyncError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
                 SyncError::ClientTooOld(_) => StatusCode::NOT_IMPLEMENTED,
+                SyncError::BadRequest(_) => StatusCode::BAD_REQUEST,
+                SyncError::Conflict(_) => StatusCode::CONFLICT,
                 // Not 501: clients read 501 as "your Anki is too old", which would mislead.
                 SyncError::NotImplemented(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 SyncError::Store(_) | SyncError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -109,6 +111,8 @@ mod tests {
             (SyncError::AuthFailed.into(), 403),
             (ActorError::UnknownCredential.into(), 403),
             (SyncError::ClientTooOld(5).into(), 501),
+            (SyncError::BadRequest("x".into()).into(), 400),
+            (SyncError::Conflict("no active sync").into(), 409),
             (ApiError::BadJson("x".into()), 400),
             (
                 SyncError::RateLimited {

@@ -2,11 +2,24 @@
 //! as they appear in URLs. No I/O here: `http` turns bytes into these types, `sync` and
 //! `media` act on them.
 
+mod changes;
+mod graves;
 mod host_key;
 mod meta;
+mod rows;
+mod sanity;
+mod start;
 
+pub(crate) use changes::{ApplyChangesRequest, Changes};
+pub(crate) use graves::{ApplyGravesRequest, Graves};
 pub(crate) use host_key::{HostKeyRequest, HostKeyResponse};
 pub(crate) use meta::{MetaRequest, MetaResponse, MAX_SYNC_VERSION, MIN_SYNC_VERSION};
+pub(crate) use rows::{
+    card_json, lenient_i64, note_json, parse_card, parse_note, parse_revlog, revlog_json,
+    ApplyChunkRequest, Chunk, CHUNK_SIZE,
+};
+pub(crate) use sanity::{SanityCheckRequest, SanityCheckResponse, SanityCounts};
+pub(crate) use start::StartRequest;
 
 /// Declares a method enum with its wire names: `from_name` and `name` are exact inverses, so
 /// a URL segment and a log label can never disagree.

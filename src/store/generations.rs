@@ -8,8 +8,8 @@ use redb::{ReadableTable, WriteTransaction};
 
 use super::tables::{
     CardRow, CollectionRecord, GenerationRecord, GenerationState, NoteRow, ObjectRecord, RevlogRow,
-    CARDS, COLLECTIONS, GENERATIONS, GRAVES, META, META_NEXT_GENERATION, NOTES, OBJECTS, REVLOG,
-    USERS,
+    CARDS, CHANGES, COLLECTIONS, GENERATIONS, GRAVES, META, META_NEXT_GENERATION, NOTES, OBJECTS,
+    REVLOG, USERS,
 };
 use super::{decode, encode, encode_row, Store, StoreError};
 
@@ -23,6 +23,8 @@ pub struct RowBatch {
     pub graves: Vec<(i32, u8, i64)>,
     /// (kind, key, object)
     pub objects: Vec<(u8, String, ObjectRecord)>,
+    /// Entries of the changes index: (usn, row kind, row id).
+    pub changes: Vec<(i32, u8, i64)>,
 }
 
 impl RowBatch {
@@ -32,6 +34,7 @@ impl RowBatch {
             + self.revlog.len()
             + self.graves.len()
             + self.objects.len()
+            + self.changes.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -105,6 +108,10 @@ impl Store {
                     (generation, *kind, key.as_str()),
                     encode(object)?.as_slice(),
                 )?;
+            }
+            let mut changes = tx.open_table(CHANGES)?;
+            for (usn, kind, id) in &batch.changes {
+                changes.insert((generation, *usn, *kind, *id), ())?;
             }
         }
         tx.commit()?;
@@ -271,19 +278,21 @@ impl Store {
             budget -= delete_some(&tx, NOTES, generation, budget)?;
             budget -= delete_some(&tx, CARDS, generation, budget)?;
             budget -= delete_some(&tx, REVLOG, generation, budget)?;
-            let mut graves = tx.open_table(GRAVES)?;
-            let keys: Vec<_> = graves
-                .range(
-                    (generation, i32::MIN, 0u8, i64::MIN)
-                        ..=(generation, i32::MAX, u8::MAX, i64::MAX),
-                )?
-                .take(budget)
-                .map(|e| e.map(|(k, _)| k.value()))
-                .collect::<Result<_, _>>()?;
-            for key in &keys {
-                graves.remove(key)?;
+            for definition in [GRAVES, CHANGES] {
+                let mut table = tx.open_table(definition)?;
+                let keys: Vec<_> = table
+                    .range(
+                        (generation, i32::MIN, 0u8, i64::MIN)
+                            ..=(generation, i32::MAX, u8::MAX, i64::MAX),
+                    )?
+                    .take(budget)
+                    .map(|e| e.map(|(k, _)| k.value()))
+                    .collect::<Result<_, _>>()?;
+                for key in &keys {
+                    table.remove(key)?;
+                }
+                budget -= keys.len();
             }
-            budget -= keys.len();
             let mut objects = tx.open_table(OBJECTS)?;
             let keys: Vec<(u8, String)> = objects
                 .range((generation, 0u8, "")..(generation + 1, 0u8, ""))?

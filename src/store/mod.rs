@@ -9,6 +9,7 @@ mod collections;
 mod error;
 mod generations;
 mod snapshot;
+mod sync;
 mod tables;
 mod users;
 
@@ -19,15 +20,16 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 pub use error::StoreError;
 pub use generations::{RestoreOutcome, RowBatch};
 pub use snapshot::Snapshot;
+pub use sync::{ChangedIds, SyncCommit};
 pub use tables::{
     CardRow, CollectionRecord, Counts, HostKeyRecord, NoteRow, ObjectKind, ObjectRecord, RevlogRow,
-    SortField, UserRecord,
+    RowKind, SortField, UserRecord,
 };
 pub use users::{HostKeyHash, UserSummary, UserUpsert};
 
 use tables::{
-    CARDS, COLLECTIONS, FORMAT_VERSION, GENERATIONS, GRAVES, HOST_KEYS, META, META_FORMAT, NOTES,
-    OBJECTS, REVLOG, USERS, USER_HOST_KEYS, USER_NAMES,
+    CARDS, CHANGES, COLLECTIONS, FORMAT_VERSION, GENERATIONS, GRAVES, HOST_KEYS, META, META_FORMAT,
+    NOTES, OBJECTS, REVLOG, USERS, USER_HOST_KEYS, USER_NAMES,
 };
 
 pub struct Store {
@@ -93,6 +95,7 @@ impl Store {
             tx.open_table(REVLOG)?;
             tx.open_table(GRAVES)?;
             tx.open_table(OBJECTS)?;
+            tx.open_table(CHANGES)?;
         }
         tx.commit()?;
         Ok(())

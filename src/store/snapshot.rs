@@ -22,6 +22,10 @@ impl Store {
 }
 
 impl Snapshot {
+    pub(super) fn tx(&self) -> &ReadTransaction {
+        &self.tx
+    }
+
     pub fn collection(&self, user_id: u64) -> Result<Option<CollectionRecord>, StoreError> {
         let table = self.tx.open_table(COLLECTIONS)?;
         let found = table.get(user_id)?;

@@ -54,6 +54,13 @@ pub(crate) const REVLOG: TableDefinition<(u64, i64), &[u8]> = TableDefinition::n
 /// (generation, usn, kind, object id) → (): deletions other devices must learn of. Kind is
 /// the protocol's grave type (0 card, 1 note, 2 deck).
 pub(crate) const GRAVES: TableDefinition<(u64, i32, u8, i64), ()> = TableDefinition::new("graves");
+/// (generation, usn, kind, row id) → (): which notes, cards and reviews changed in which
+/// sync, so "everything since usn N" is a range read, not a scan. Kinds are [`RowKind`].
+/// Kept by the transactions that write the rows; an upload indexes only rows a client could
+/// still ask for (usn at least the uploaded collection's usn).
+pub(crate) const CHANGES: TableDefinition<(u64, i32, u8, i64), ()> =
+    TableDefinition::new("changes");
+
 /// (generation, kind, key) → [`ObjectRecord`]: notetypes, decks and deck configs (key = id in
 /// decimal), tags (key = name) and config entries (key = config key), as the legacy JSON the
 /// protocol carries.
@@ -209,6 +216,15 @@ pub struct RevlogRow {
     pub factor: i64,
     pub time: i64,
     pub rtype: i64,
+}
+
+/// Kinds of [`CHANGES`] rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RowKind {
+    Note = 1,
+    Card = 2,
+    Revlog = 3,
 }
 
 /// Kinds of [`OBJECTS`] rows.

@@ -13,6 +13,13 @@ pub(crate) enum SyncError {
     RateLimited { retry_after_secs: u64 },
     #[error("sync version {0} is not supported (this server speaks 8..=11); update Anki")]
     ClientTooOld(i64),
+    /// The request is malformed or its data cannot be applied; clients suggest Check
+    /// Database.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No sync in progress under this session key (another device started one).
+    #[error("{0}")]
+    Conflict(&'static str),
     /// The method exists in the protocol but this server does not serve it yet.
     #[error("{0} is not supported by this server yet")]
     NotImplemented(&'static str),

@@ -1,16 +1,56 @@
 //! The in-memory state of one user, owned by that user's actor: only the actor's current
 //! job touches it, so it needs no lock. It is dropped when the actor retires after
-//! `user_idle_secs` without requests.
+//! `user_idle_secs` without requests, which discards a sync left unfinished.
 
+use super::session::SyncSession;
+use super::SyncError;
 use crate::auth::UserRef;
 
 #[derive(Debug)]
 pub(crate) struct UserState {
     pub user: UserRef,
+    /// The normal sync in progress, if any: at most one per user, the newest `start` wins.
+    pub session: Option<SyncSession>,
 }
 
 impl UserState {
     pub(crate) fn new(user: &UserRef) -> Self {
-        UserState { user: user.clone() }
+        UserState {
+            user: user.clone(),
+            session: None,
+        }
+    }
+
+    /// Run a step of the sync whose session key is `key`. A step that fails discards the
+    /// whole sync, as the official server rolls back its transaction: the client then
+    /// starts over (or is told to check its database).
+    pub(crate) fn with_session<T>(
+        &mut self,
+        key: &str,
+        step: impl FnOnce(&mut SyncSession) -> Result<T, SyncError>,
+    ) -> Result<T, SyncError> {
+        if key.is_empty() {
+            return Err(SyncError::BadRequest("missing skey".into()));
+        }
+        let session = match self.session.as_mut() {
+            None => return Err(SyncError::Conflict("no active sync")),
+            Some(session) if session.key != key => {
+                return Err(SyncError::Conflict("active sync with different key"))
+            }
+            Some(session) => session,
+        };
+        let result = step(session);
+        if let Err(e) = &result {
+            tracing::warn!(user = %self.user.name, "sync discarded: {e}");
+            self.session = None;
+        }
+        result
+    }
+
+    /// Forget the sync in progress (abort, full sync, a newer start).
+    pub(crate) fn discard_session(&mut self) {
+        if self.session.take().is_some() {
+            tracing::debug!(user = %self.user.name, "unfinished sync discarded");
+        }
     }
 }

@@ -1,0 +1,41 @@
+//! `finish` writes the whole sync in one durable transaction and steps the usn; `abort`
+//! forgets it. The value `finish` returns is the collection's new modification time, which
+//! `meta` reports from then on.
+
+use super::{SyncError, UserState};
+use crate::store::Store;
+
+pub(crate) fn finish(
+    store: &Store,
+    state: &mut UserState,
+    key: &str,
+    now_ms: i64,
+) -> Result<i64, SyncError> {
+    state.with_session(key, |_| Ok(()))?;
+    let Some(session) = state.session.take() else {
+        return Err(SyncError::Conflict("no active sync"));
+    };
+    let (generation, server_usn) = (session.generation, session.server_usn);
+    let commit = session.into_commit();
+    match store.commit_sync(state.user.id, generation, server_usn, &commit, now_ms)? {
+        Some(record) => {
+            tracing::debug!(
+                user = %state.user.name,
+                usn = record.usn,
+                notes = commit.notes.len(),
+                cards = commit.cards.len(),
+                revlog = commit.revlog.len(),
+                "sync finished"
+            );
+            Ok(record.modified_ms)
+        }
+        // A full upload replaced the collection while this sync ran.
+        None => Err(SyncError::Conflict(
+            "the collection changed during the sync",
+        )),
+    }
+}
+
+pub(crate) fn abort(state: &mut UserState) {
+    state.discard_session();
+}

@@ -1,0 +1,17 @@
+//! `applyGraves`: the client's deletions, staged until `finish`.
+
+use super::{SyncError, UserState};
+use crate::protocol::ApplyGravesRequest;
+use crate::store::Store;
+
+pub(crate) fn apply_graves(
+    store: &Store,
+    state: &mut UserState,
+    key: &str,
+    request: ApplyGravesRequest,
+) -> Result<(), SyncError> {
+    state.with_session(key, |session| {
+        let snapshot = store.snapshot()?;
+        session.apply_graves(&snapshot, &request.chunk)
+    })
+}

@@ -1,0 +1,417 @@
+//! One normal sync in progress: who started it (its session key), the usns it works
+//! between, the server rows still to send, and the STAGE: everything the client sent,
+//! already merged against the live collection but not yet written. Nothing reaches the
+//! database before `finish`, which writes the stage in one transaction; dropping the session
+//! (abort, a newer `start`, a failed sanity check, the user's actor retiring) discards it.
+
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use super::note_fields::{clean_fields, first_field_checksum, sort_field, SortValue};
+use super::SyncError;
+use crate::protocol::{parse_card, parse_note, parse_revlog, Changes, Chunk, Graves};
+use crate::store::{
+    CardRow, ChangedIds, Counts, NoteRow, ObjectKind, ObjectRecord, RevlogRow, Snapshot, SortField,
+    SyncCommit,
+};
+
+/// Grave kinds on the wire and in the graves table.
+pub(crate) const GRAVE_CARD: u8 = 0;
+pub(crate) const GRAVE_NOTE: u8 = 1;
+pub(crate) const GRAVE_DECK: u8 = 2;
+
+#[derive(Debug)]
+pub(crate) struct SyncSession {
+    pub key: String,
+    pub generation: u64,
+    /// The usn this sync stamps on everything it writes (the collection's usn at `start`).
+    pub server_usn: i32,
+    /// The server usn as of the client's last sync: rows at or after it are new to the client.
+    pub client_usn: i32,
+    pub client_is_newer: bool,
+    /// Counts of the live collection when the sync started.
+    pub base_counts: Counts,
+    /// Server rows not yet sent by `chunk`; taken on the first `chunk` call.
+    pub outgoing: Option<ChangedIds>,
+    pub stage: Stage,
+}
+
+/// A row as it will be after the sync, and whether it existed before (for the counts).
+#[derive(Debug)]
+struct Staged<T> {
+    existed: bool,
+    after: Option<T>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Stage {
+    notes: BTreeMap<i64, Staged<NoteRow>>,
+    cards: BTreeMap<i64, Staged<CardRow>>,
+    revlog: BTreeMap<i64, RevlogRow>,
+    objects: BTreeMap<(u8, String), (ObjectKind, Staged<ObjectRecord>)>,
+    config: Option<Vec<(String, ObjectRecord)>>,
+    graves: Vec<(u8, i64)>,
+    created_secs: Option<i64>,
+}
+
+fn bad(message: String) -> SyncError {
+    SyncError::BadRequest(message)
+}
+
+impl SyncSession {
+    /// Deletions from the client: the objects go, and graves tell other devices.
+    pub(crate) fn apply_graves(
+        &mut self,
+        snapshot: &Snapshot,
+        graves: &Graves,
+    ) -> Result<(), SyncError> {
+        let generation = self.generation;
+        for id in &graves.notes {
+            self.stage.note(snapshot, generation, *id)?.after = None;
+            self.stage.graves.push((GRAVE_NOTE, *id));
+        }
+        for id in &graves.cards {
+            self.stage.card(snapshot, generation, *id)?.after = None;
+            self.stage.graves.push((GRAVE_CARD, *id));
+        }
+        for id in &graves.decks {
+            self.stage
+                .object(snapshot, generation, ObjectKind::Deck, &id.to_string())?
+                .after = None;
+            self.stage.graves.push((GRAVE_DECK, *id));
+        }
+        Ok(())
+    }
+
+    /// The client's notetypes, decks, deck configs, tags and (when it is newer) config.
+    /// Objects win when they are not older than ours (ties favour the incoming one).
+    pub(crate) fn apply_changes(
+        &mut self,
+        snapshot: &Snapshot,
+        changes: Changes,
+    ) -> Result<(), SyncError> {
+        let generation = self.generation;
+        let usn = self.server_usn;
+        for notetype in changes.notetypes {
+            self.merge_object(
+                snapshot,
+                ObjectKind::Notetype,
+                notetype,
+                |existing, incoming| {
+                    let len = |object: &Map<String, Value>, key: &str| {
+                        object
+                            .get(key)
+                            .and_then(Value::as_array)
+                            .map_or(0, Vec::len)
+                    };
+                    if len(existing, "flds") != len(incoming, "flds")
+                        || len(existing, "tmpls") != len(incoming, "tmpls")
+                    {
+                        return Err(bad(
+                            "notetype schema changed: a full sync is required".into()
+                        ));
+                    }
+                    Ok(())
+                },
+            )?;
+        }
+        let (decks, deck_configs) = changes.decks_and_configs;
+        for deck in decks {
+            self.merge_object(snapshot, ObjectKind::Deck, deck, |_, _| Ok(()))?;
+        }
+        for config in deck_configs {
+            self.merge_object(snapshot, ObjectKind::DeckConfig, config, |_, _| Ok(()))?;
+        }
+        for tag in changes.tags {
+            let staged = self
+                .stage
+                .object(snapshot, generation, ObjectKind::Tag, &tag)?;
+            staged.after = Some(ObjectRecord {
+                usn,
+                json: String::new(),
+            });
+        }
+        if let Some(created) = changes.created_secs {
+            self.stage.created_secs = Some(created);
+        }
+        if let Some(config) = changes.config {
+            self.stage.config = Some(
+                config
+                    .into_iter()
+                    .map(|(key, value)| {
+                        let json = value.to_string();
+                        (key, ObjectRecord { usn, json })
+                    })
+                    .collect(),
+            );
+        }
+        Ok(())
+    }
+
+    fn merge_object(
+        &mut self,
+        snapshot: &Snapshot,
+        kind: ObjectKind,
+        mut incoming: Map<String, Value>,
+        check: impl Fn(&Map<String, Value>, &Map<String, Value>) -> Result<(), SyncError>,
+    ) -> Result<(), SyncError> {
+        let id = incoming
+            .get("id")
+            .and_then(crate::protocol::lenient_i64)
+            .ok_or_else(|| bad(format!("{kind:?} without an id")))?;
+        let usn = self.server_usn;
+        let staged = self
+            .stage
+            .object(snapshot, self.generation, kind, &id.to_string())?;
+        if let Some(existing) = &staged.after {
+            let existing: Map<String, Value> = serde_json::from_str(&existing.json)
+                .map_err(|e| SyncError::Internal(format!("stored {kind:?} {id}: {e}")))?;
+            if modified(&existing) > modified(&incoming) {
+                return Ok(());
+            }
+            check(&existing, &incoming)?;
+        }
+        incoming.insert("usn".into(), usn.into());
+        staged.after = Some(ObjectRecord {
+            usn,
+            json: Value::Object(incoming).to_string(),
+        });
+        Ok(())
+    }
+
+    /// Reviews are added if new; cards and notes replace ours unless ours changed since the
+    /// client's last sync and is not older.
+    pub(crate) fn apply_chunk(
+        &mut self,
+        snapshot: &Snapshot,
+        chunk: &Chunk,
+    ) -> Result<(), SyncError> {
+        let generation = self.generation;
+        let (client_usn, usn) = (self.client_usn, self.server_usn);
+        for row in &chunk.revlog {
+            let (id, mut review) = parse_revlog(row).map_err(bad)?;
+            if !self.stage.revlog.contains_key(&id) && snapshot.review(generation, id)?.is_none() {
+                review.usn = usn;
+                self.stage.revlog.insert(id, review);
+            }
+        }
+        for row in &chunk.cards {
+            let (id, mut card) = parse_card(row).map_err(bad)?;
+            let staged = self.stage.card(snapshot, generation, id)?;
+            if newer(
+                staged.after.as_ref().map(|c| (c.usn, c.modified)),
+                client_usn,
+                card.modified,
+            ) {
+                card.usn = usn;
+                staged.after = Some(card);
+            }
+        }
+        for row in &chunk.notes {
+            let (id, mut note) = parse_note(row).map_err(bad)?;
+            let current = self.stage.note(snapshot, generation, id)?;
+            if !newer(
+                current.after.as_ref().map(|n| (n.usn, n.modified)),
+                client_usn,
+                note.modified,
+            ) {
+                continue;
+            }
+            let notetype = self
+                .stage
+                .object(
+                    snapshot,
+                    generation,
+                    ObjectKind::Notetype,
+                    &note.mid.to_string(),
+                )?
+                .after
+                .as_ref()
+                .ok_or_else(|| {
+                    bad(format!(
+                        "note {id} uses notetype {} which does not exist",
+                        note.mid
+                    ))
+                })?;
+            prepare_note(id, &mut note, &notetype.json)?;
+            note.usn = usn;
+            self.stage.note(snapshot, generation, id)?.after = Some(note);
+        }
+        Ok(())
+    }
+
+    /// Counts as they will be after this sync.
+    pub(crate) fn counts(&self) -> Counts {
+        let base = self.base_counts;
+        let delta = |existed: bool, after: bool| i64::from(after) - i64::from(existed);
+        let sum = |deltas: &mut dyn Iterator<Item = i64>, start: u64| {
+            let total = i64::try_from(start).unwrap_or(i64::MAX) + deltas.sum::<i64>();
+            u64::try_from(total.max(0)).unwrap_or(0)
+        };
+        let objects = |kind: ObjectKind| {
+            self.stage
+                .objects
+                .values()
+                .filter(move |(k, _)| *k == kind)
+                .map(|(_, s)| delta(s.existed, s.after.is_some()))
+        };
+        Counts {
+            notes: sum(
+                &mut self
+                    .stage
+                    .notes
+                    .values()
+                    .map(|s| delta(s.existed, s.after.is_some())),
+                base.notes,
+            ),
+            cards: sum(
+                &mut self
+                    .stage
+                    .cards
+                    .values()
+                    .map(|s| delta(s.existed, s.after.is_some())),
+                base.cards,
+            ),
+            revlog: base.revlog + self.stage.revlog.len() as u64,
+            graves: base.graves + self.stage.graves.len() as u64,
+            notetypes: sum(&mut objects(ObjectKind::Notetype), base.notetypes),
+            decks: sum(&mut objects(ObjectKind::Deck), base.decks),
+            deck_configs: sum(&mut objects(ObjectKind::DeckConfig), base.deck_configs),
+        }
+    }
+
+    /// The stage as one set of writes for `Store::commit_sync`.
+    pub(crate) fn into_commit(self) -> SyncCommit {
+        let counts = self.counts();
+        let stage = self.stage;
+        SyncCommit {
+            notes: stage
+                .notes
+                .into_iter()
+                .map(|(id, s)| (id, s.after))
+                .collect(),
+            cards: stage
+                .cards
+                .into_iter()
+                .map(|(id, s)| (id, s.after))
+                .collect(),
+            revlog: stage.revlog.into_iter().collect(),
+            objects: stage
+                .objects
+                .into_iter()
+                .map(|((_, key), (kind, s))| (kind, key, s.after))
+                .collect(),
+            config: stage.config,
+            graves: stage.graves,
+            created_secs: stage.created_secs,
+            counts,
+        }
+    }
+}
+
+impl Stage {
+    fn note(
+        &mut self,
+        snapshot: &Snapshot,
+        generation: u64,
+        id: i64,
+    ) -> Result<&mut Staged<NoteRow>, SyncError> {
+        staged(&mut self.notes, id, || snapshot.note(generation, id))
+    }
+
+    fn card(
+        &mut self,
+        snapshot: &Snapshot,
+        generation: u64,
+        id: i64,
+    ) -> Result<&mut Staged<CardRow>, SyncError> {
+        staged(&mut self.cards, id, || snapshot.card(generation, id))
+    }
+
+    fn object(
+        &mut self,
+        snapshot: &Snapshot,
+        generation: u64,
+        kind: ObjectKind,
+        key: &str,
+    ) -> Result<&mut Staged<ObjectRecord>, SyncError> {
+        let entry = match self.objects.entry((kind as u8, key.to_string())) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                let live = snapshot.object(generation, kind, key)?;
+                entry.insert((kind, Staged::from_live(live)))
+            }
+        };
+        Ok(&mut entry.1)
+    }
+}
+
+impl<T> Staged<T> {
+    fn from_live(live: Option<T>) -> Self {
+        Staged {
+            existed: live.is_some(),
+            after: live,
+        }
+    }
+}
+
+/// The staged entry for `id`, first read from the live collection if this sync has not
+/// touched it yet.
+fn staged<T>(
+    map: &mut BTreeMap<i64, Staged<T>>,
+    id: i64,
+    live: impl FnOnce() -> Result<Option<T>, crate::store::StoreError>,
+) -> Result<&mut Staged<T>, SyncError> {
+    Ok(match map.entry(id) {
+        Entry::Occupied(entry) => entry.into_mut(),
+        Entry::Vacant(entry) => entry.insert(Staged::from_live(live()?)),
+    })
+}
+
+/// Whether an incoming card or note replaces ours: we have none, ours has not changed since
+/// the client's last sync, or ours is strictly older.
+fn newer(ours: Option<(i32, i64)>, client_usn: i32, incoming_modified: i64) -> bool {
+    match ours {
+        None => true,
+        Some((usn, modified)) => usn < client_usn || modified < incoming_modified,
+    }
+}
+
+fn modified(object: &Map<String, Value>) -> i64 {
+    object
+        .get("mod")
+        .and_then(crate::protocol::lenient_i64)
+        .unwrap_or(0)
+}
+
+/// Check the note against its notetype and compute what the sender leaves empty.
+fn prepare_note(id: i64, note: &mut NoteRow, notetype_json: &str) -> Result<(), SyncError> {
+    let notetype: Map<String, Value> = serde_json::from_str(notetype_json)
+        .map_err(|e| SyncError::Internal(format!("stored notetype {}: {e}", note.mid)))?;
+    let expected = notetype
+        .get("flds")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len)
+        .max(1);
+    note.fields = clean_fields(&note.fields);
+    let found = note.fields.split('\u{1f}').count();
+    if found != expected {
+        return Err(bad(format!(
+            "note {id} has {found} fields, its notetype {expected}"
+        )));
+    }
+    let sort_index = notetype
+        .get("sortf")
+        .and_then(crate::protocol::lenient_i64)
+        .and_then(|i| usize::try_from(i).ok())
+        .unwrap_or(0);
+    note.sort_field = match sort_field(&note.fields, sort_index) {
+        SortValue::Int(i) => SortField::Int(i),
+        SortValue::Real(f) => SortField::Real(f),
+        SortValue::Text(t) => SortField::Text(t),
+    };
+    note.checksum = first_field_checksum(&note.fields);
+    Ok(())
+}
