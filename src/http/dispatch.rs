@@ -149,7 +149,9 @@ async fn api(
         Method::Sync(method) => {
             let user = app.users.resolve(&request.host_key).await?;
             context.user = Some(user.clone());
+            test_hooks::crash_point("before", method);
             let reply = normal_sync(app, &user, method, &request).await?;
+            test_hooks::crash_point("after", method);
             if method == SyncMethod::Finish {
                 app.scratch.drop_downloads(user.id);
             }
@@ -309,6 +311,27 @@ where
     }
     let text = Bytes::from_static(reply.text().as_bytes());
     Ok(boxed(envelope::encode_ok(&request.envelope, text)?))
+}
+
+/// Lets the end-to-end tests kill the server at a chosen step of a sync (as a power cut
+/// would) to prove a sync is all or nothing. Debug builds only; release binaries have no
+/// such knob.
+mod test_hooks {
+    use crate::protocol::SyncMethod;
+
+    #[cfg(debug_assertions)]
+    pub(super) fn crash_point(when: &str, method: SyncMethod) {
+        // e.g. TEST_ANKISYNCD_CRASH=after:finish
+        if std::env::var("TEST_ANKISYNCD_CRASH").ok().as_deref()
+            == Some(&format!("{when}:{}", method.name()))
+        {
+            tracing::warn!("test crash point {when}:{} reached", method.name());
+            std::process::abort();
+        }
+    }
+
+    #[cfg(not(debug_assertions))]
+    pub(super) fn crash_point(_when: &str, _method: SyncMethod) {}
 }
 
 fn boxed(response: Response<Full<Bytes>>) -> Response<ResponseBody> {
