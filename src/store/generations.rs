@@ -131,10 +131,7 @@ impl Store {
         let tx = self.write()?;
         let activated = {
             let mut collections = tx.open_table(COLLECTIONS)?;
-            let current = collections
-                .get(user_id)?
-                .map(|v| decode::<CollectionRecord>(v.value(), "collections", user_id))
-                .transpose()?;
+            let current = super::collections::read_record(&collections, user_id)?;
             match current {
                 None => false,
                 Some(current) => {

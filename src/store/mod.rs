@@ -1,5 +1,5 @@
 //! The one database file. `Store` opens it once, owns the `redb::Database`, and offers
-//! short, typed transactions to the layers above (users, host keys, collections). It knows
+//! short, typed transactions to the layers above (users, host keys, collections, media). It knows
 //! nothing of HTTP or of the sync protocol.
 //!
 //! Never hold a write transaction across an `.await` or a network round trip: redb has one
@@ -8,6 +8,7 @@
 mod collections;
 mod error;
 mod generations;
+mod media;
 mod snapshot;
 mod sync;
 mod tables;
@@ -19,17 +20,21 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 
 pub use error::StoreError;
 pub use generations::{RestoreOutcome, RowBatch};
+pub use media::{
+    BlobReader, BlobStats, MediaBytes, MediaChange, MediaContent, MediaSnapshot, MediaStatus,
+    MediaUpdate, UploadOutcome,
+};
 pub use snapshot::Snapshot;
 pub use sync::{ChangedIds, SyncCommit};
 pub use tables::{
-    CardRow, CollectionRecord, Counts, HostKeyRecord, NoteRow, ObjectKind, ObjectRecord, RevlogRow,
+    CardRow, CollectionRecord, Counts, HostKeyRecord, MediaRecord, NoteRow, ObjectKind, ObjectRecord, RevlogRow,
     RowKind, SortField, UserRecord,
 };
 pub use users::{HostKeyHash, UserSummary, UserUpsert};
 
 use tables::{
-    CARDS, CHANGES, COLLECTIONS, FORMAT_VERSION, GENERATIONS, GRAVES, HOST_KEYS, META, META_FORMAT,
-    NOTES, OBJECTS, REVLOG, USERS, USER_HOST_KEYS, USER_NAMES,
+    BLOBS, BLOB_REFS, CARDS, CHANGES, COLLECTIONS, FORMAT_VERSION, GENERATIONS, GRAVES, HOST_KEYS, META, META_FORMAT,
+    MEDIA, MEDIA_TOTALS, MEDIA_USN, NOTES, OBJECTS, REVLOG, USERS, USER_HOST_KEYS, USER_NAMES,
 };
 
 pub struct Store {
@@ -96,6 +101,11 @@ impl Store {
             tx.open_table(GRAVES)?;
             tx.open_table(OBJECTS)?;
             tx.open_table(CHANGES)?;
+            tx.open_table(MEDIA)?;
+            tx.open_table(MEDIA_USN)?;
+            tx.open_table(MEDIA_TOTALS)?;
+            tx.open_table(BLOBS)?;
+            tx.open_table(BLOB_REFS)?;
         }
         tx.commit()?;
         Ok(())

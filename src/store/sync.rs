@@ -124,10 +124,7 @@ impl Store {
         let tx = self.write()?;
         let record = {
             let mut collections = tx.open_table(COLLECTIONS)?;
-            let current = collections
-                .get(user_id)?
-                .map(|v| decode::<CollectionRecord>(v.value(), "collections", user_id))
-                .transpose()?;
+            let current = super::collections::read_record(&collections, user_id)?;
             match current {
                 Some(mut record) if record.generation == generation && record.usn == server_usn => {
                     apply(&tx, generation, server_usn, commit)?;

@@ -66,6 +66,34 @@ pub(crate) const CHANGES: TableDefinition<(u64, i32, u8, i64), ()> =
 /// protocol carries.
 pub(crate) const OBJECTS: TableDefinition<(u64, u8, &str), &[u8]> = TableDefinition::new("objects");
 
+/// (user id, NFC filename) → [`MediaRecord`]: every media file a user's devices ever synced,
+/// current or deleted (a tombstone, kept forever so other devices learn of the deletion).
+/// Names are case-sensitive keys. Written with `MEDIA_USN`, `MEDIA_TOTALS`, `BLOB_REFS` and the
+/// user's [`CollectionRecord::media_usn`] in one transaction per upload zip.
+pub(crate) const MEDIA: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("media");
+
+/// (user id, usn) → filename: the last change of each file, so `mediaChanges` is a range read
+/// in usn order. Exactly one row per `MEDIA` row (its usn); moved when the file changes.
+pub(crate) const MEDIA_USN: TableDefinition<(u64, i32), &str> = TableDefinition::new("media_usn");
+
+/// User id → (files, bytes) of the user's present (not deleted) media, for `mediaSanity`
+/// without a scan. Kept by the transactions that write `MEDIA`.
+pub(crate) const MEDIA_TOTALS: TableDefinition<u64, (u64, u64)> =
+    TableDefinition::new("media_totals");
+
+/// (blake3 of a file's bytes, chunk number) → up to [`BLOB_CHUNK`] bytes of that file.
+/// Content-addressed and shared by every user: identical files are stored once. A blob
+/// exists exactly while its `BLOB_REFS` count is above zero.
+pub(crate) const BLOBS: TableDefinition<([u8; 32], u32), &[u8]> = TableDefinition::new("blobs");
+
+/// blake3 of a file's bytes → how many `MEDIA` rows (of any user) point at it. The blob's
+/// chunks are deleted in the transaction that brings it to zero.
+pub(crate) const BLOB_REFS: TableDefinition<[u8; 32], u64> = TableDefinition::new("blob_refs");
+
+/// Largest chunk of a blob: big enough that a 100 MiB file is 400 rows, small enough that a
+/// chunk in flight costs little memory.
+pub(crate) const BLOB_CHUNK: usize = 256 * 1024;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRecord {
     pub id: u64,
@@ -104,8 +132,24 @@ pub struct CollectionRecord {
     /// Row counts of the live generation, kept by the transactions that change the rows.
     #[serde(default)]
     pub counts: Counts,
-    /// Media update sequence number reported by `meta`.
+    /// The user's media `last_usn`, reported by `meta` and `msync/begin`: the one copy of it,
+    /// written by the media transactions (store/media.rs) and carried over by every other
+    /// writer of this record.
     pub media_usn: i32,
+}
+
+/// One media file of a user: present (`blob` set) or a tombstone (`blob` and `sha1` empty,
+/// size 0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaRecord {
+    /// SHA-1 of the bytes, as clients compare files; `None` for a deleted file.
+    pub sha1: Option<[u8; 20]>,
+    /// The media usn of the file's last change (add, replace or delete).
+    pub usn: i32,
+    /// blake3 of the bytes: the key of the blob in `BLOBS`; `None` for a deleted file.
+    pub blob: Option<[u8; 32]>,
+    /// Length in bytes; 0 for a deleted file (files are never empty).
+    pub size: u64,
 }
 
 /// Row counts, as `sanityCheck2` compares them.

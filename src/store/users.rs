@@ -108,6 +108,7 @@ impl Store {
                     tx.open_table(USER_NAMES)?.remove(record.id)?;
                     tx.open_table(COLLECTIONS)?.remove(record.id)?;
                     super::generations::doom_all(&tx, record.id)?;
+                    super::media::remove_user_media(&tx, record.id)?;
                     true
                 }
             }

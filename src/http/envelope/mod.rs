@@ -198,13 +198,19 @@ where
             legacy_media_version: None,
         });
     }
-    let boundary = headers
+    let boundary = multipart_boundary(headers)?;
+    reject_declared_oversize(headers, &body, limits)?;
+    legacy::decode_multipart(boundary, body, limits).await
+}
+
+/// The boundary of a `multipart/form-data` request: without one, the request is in neither
+/// envelope.
+fn multipart_boundary(headers: &HeaderMap) -> Result<String, EnvelopeError> {
+    headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .and_then(|content_type| multer::parse_boundary(content_type).ok())
-        .ok_or(EnvelopeError::NotMultipart)?;
-    reject_declared_oversize(headers, &body, limits)?;
-    legacy::decode_multipart(boundary, body, limits).await
+        .ok_or(EnvelopeError::NotMultipart)
 }
 
 /// The host key of a modern request, read from its header without touching the body, so an

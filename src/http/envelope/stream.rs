@@ -12,8 +12,8 @@ use http_body_util::{BodyExt, StreamBody};
 use tokio::sync::mpsc;
 
 use super::{
-    legacy, modern, reject_declared_oversize, Envelope, EnvelopeError, Limits, ResponseBody,
-    SyncRequest, ANKI_SYNC_HEADER, ORIGINAL_SIZE_HEADER,
+    legacy, modern, multipart_boundary, reject_declared_oversize, Envelope, EnvelopeError, Limits,
+    ResponseBody, SyncRequest, ANKI_SYNC_HEADER, ORIGINAL_SIZE_HEADER,
 };
 
 /// Chunks in flight between the network and the (de)compressing thread.
@@ -97,11 +97,7 @@ where
         };
         return Ok((request, written?));
     }
-    let boundary = headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|content_type| multer::parse_boundary(content_type).ok())
-        .ok_or(EnvelopeError::NotMultipart)?;
+    let boundary = multipart_boundary(headers)?;
     reject_declared_oversize(headers, &body, limits)?;
     legacy::decode_multipart_to_file(boundary, body, limits, dest).await
 }

@@ -1,0 +1,63 @@
+//! Media sync (`/msync/<method>`, protocol.md §5): one file per method, each with its request
+//! type, reply type and handler, as plain Rust over `store`. The user's media actor runs these
+//! handlers one at a time per user, beside (never behind) the user's collection sync.
+//!
+//! It owns the media protocol's rules: filename validation (NFC, no separators), the zip
+//! formats both ways and their limits, usn accounting (+1 per real change), and the JSON
+//! envelope `{"data": …, "err": ""}`. It must never hold a whole media file in memory, never
+//! change anything for an upload it refuses, and never import hyper or ractor.
+
+mod begin;
+mod changes;
+mod download;
+mod error;
+mod filename;
+mod sanity;
+mod upload;
+
+use serde::Serialize;
+
+use crate::auth::UserRef;
+
+pub(crate) use begin::{begin, BeginRequest};
+pub(crate) use changes::{media_changes, MediaChangesRequest};
+pub(crate) use download::{download_files, DownloadFilesRequest, DownloadZip};
+pub(crate) use error::{BadUpload, MediaError};
+pub(crate) use sanity::{media_sanity, MediaSanityRequest};
+pub(crate) use upload::upload_changes;
+
+/// Most files in one zip, either way (protocol.md §5.4, §5.5).
+pub(crate) const MAX_FILES_PER_ZIP: usize = 25;
+/// Largest single media file (100 MiB), as on the official server.
+pub(crate) const MAX_FILE_SIZE: u64 = 100 * 1024 * 1024;
+
+/// What the media actor keeps for a user between requests. Media sync has no session (the
+/// official server dropped media session keys), so this is only who the actor serves; the
+/// actor itself is what matters: it runs the user's media requests one at a time.
+#[derive(Debug)]
+pub(crate) struct MediaState {
+    pub user: UserRef,
+}
+
+impl MediaState {
+    pub(crate) fn new(user: &UserRef) -> Self {
+        MediaState { user: user.clone() }
+    }
+}
+
+/// The JSON envelope of every media reply except `downloadFiles`; `err` must be present
+/// (legacy clients require it) and empty on success.
+#[derive(Debug, Serialize)]
+pub(crate) struct JsonResult<T> {
+    pub data: T,
+    pub err: &'static str,
+}
+
+impl<T> JsonResult<T> {
+    pub(crate) fn ok(data: T) -> Self {
+        JsonResult { data, err: "" }
+    }
+}
+
+#[cfg(test)]
+mod tests;
