@@ -4,6 +4,7 @@
 
 use serde_json::{Map, Value};
 
+use super::session::Stage;
 use super::{SyncError, UserState};
 use crate::protocol::{ApplyChangesRequest, Changes};
 use crate::store::{ObjectKind, Snapshot, Store};
@@ -18,11 +19,12 @@ pub(crate) fn apply_changes(
     state.with_session(key, |session| {
         let snapshot = store.snapshot()?;
         let (generation, since) = (session.generation, session.client_usn);
+        let stage = &session.stage;
         let mut reply = Changes {
-            notetypes: changed(&snapshot, generation, ObjectKind::Notetype, since)?,
+            notetypes: changed(&snapshot, stage, generation, ObjectKind::Notetype, since)?,
             decks_and_configs: (
-                changed(&snapshot, generation, ObjectKind::Deck, since)?,
-                changed(&snapshot, generation, ObjectKind::DeckConfig, since)?,
+                changed(&snapshot, stage, generation, ObjectKind::Deck, since)?,
+                changed(&snapshot, stage, generation, ObjectKind::DeckConfig, since)?,
             ),
             tags: snapshot
                 .objects(generation, ObjectKind::Tag)?
@@ -48,8 +50,10 @@ pub(crate) fn apply_changes(
     })
 }
 
+/// Objects changed since the client's last sync, less those its graves just deleted.
 fn changed(
     snapshot: &Snapshot,
+    stage: &Stage,
     generation: u64,
     kind: ObjectKind,
     since: i32,
@@ -57,7 +61,7 @@ fn changed(
     snapshot
         .objects(generation, kind)?
         .into_iter()
-        .filter(|(_, object)| object.usn >= since)
+        .filter(|(key, object)| object.usn >= since && !stage.deletes_object(kind, key))
         .map(|(_, object)| match parse(&object.json)? {
             Value::Object(map) => Ok(map),
             _ => Err(SyncError::Internal(format!(

@@ -14,6 +14,7 @@ pub(crate) fn chunk(store: &Store, state: &mut UserState, key: &str) -> Result<C
         if session.outgoing.is_none() {
             session.outgoing = Some(snapshot.changed_rows(generation, client_usn)?);
         }
+        let stage = &session.stage;
         let Some(ids) = session.outgoing.as_mut() else {
             return Err(SyncError::Internal("no outgoing rows".into()));
         };
@@ -30,7 +31,9 @@ pub(crate) fn chunk(store: &Store, state: &mut UserState, key: &str) -> Result<C
             }
             if taken < CHUNK_SIZE {
                 if let Some(id) = ids.notes.pop() {
-                    if let Some(row) = snapshot.note(generation, id)? {
+                    if stage.deletes_note(id) {
+                        // deleted by this sync's graves: not sent back
+                    } else if let Some(row) = snapshot.note(generation, id)? {
                         chunk.notes.push(note_json(id, &row));
                     }
                     taken += 1;
@@ -38,7 +41,9 @@ pub(crate) fn chunk(store: &Store, state: &mut UserState, key: &str) -> Result<C
             }
             if taken < CHUNK_SIZE {
                 if let Some(id) = ids.cards.pop() {
-                    if let Some(row) = snapshot.card(generation, id)? {
+                    if stage.deletes_card(id) {
+                        // deleted by this sync's graves: not sent back
+                    } else if let Some(row) = snapshot.card(generation, id)? {
                         chunk.cards.push(card_json(id, &row));
                     }
                     taken += 1;

@@ -312,6 +312,23 @@ impl SyncSession {
 }
 
 impl Stage {
+    /// Whether this sync deletes the note (a grave from the client): the server must not
+    /// send it back, as the official server, which applies graves before choosing what to
+    /// send, does not.
+    pub(crate) fn deletes_note(&self, id: i64) -> bool {
+        self.notes.get(&id).is_some_and(|s| s.after.is_none())
+    }
+
+    pub(crate) fn deletes_card(&self, id: i64) -> bool {
+        self.cards.get(&id).is_some_and(|s| s.after.is_none())
+    }
+
+    pub(crate) fn deletes_object(&self, kind: ObjectKind, key: &str) -> bool {
+        self.objects
+            .get(&(kind as u8, key.to_string()))
+            .is_some_and(|(_, s)| s.after.is_none())
+    }
+
     fn note(
         &mut self,
         snapshot: &Snapshot,

@@ -283,6 +283,127 @@ class Device:
         col.set_user_flag_for_cards(3, untouched[1:2])
         return added
 
+    # -- small edits, as a user makes them between syncs -------------------------------------
+
+    def find_notes(self, query):
+        """Ids of the notes matching a search (e.g. `"deck:Languages::Spanish"`), sorted."""
+        return sorted(self.col.find_notes(query))
+
+    def find_cards(self, query):
+        """Ids of the cards matching a search, sorted."""
+        return sorted(self.col.find_cards(query))
+
+    def move_cards(self, cids, deck):
+        """Moves cards to deck `deck` (created if missing)."""
+        self.col.set_deck(cids, self.col.decks.id(deck))
+
+    def suspend_cards(self, cids):
+        self.col.sched.suspend_cards(cids)
+
+    def flag_cards(self, cids, flag):
+        """Sets user flag `flag` (0 = none, 1 = red .. 7) on the cards."""
+        self.col.set_user_flag_for_cards(flag, cids)
+
+    def note_fields(self, nid):
+        return list(self.col.get_note(nid).fields)
+
+    def edit_note(self, nid, field, value):
+        """Sets one field (by name, or by index when `field` is an int) of note `nid`."""
+        note = self.col.get_note(nid)
+        if isinstance(field, int):
+            note.fields[field] = value
+        else:
+            note[field] = value
+        self.col.update_note(note)
+
+    def delete_notes(self, nids):
+        """Removes the notes (and their cards); returns how many notes were removed (the
+        client's own count is of cards)."""
+        before = self.col.note_count()
+        self.col.remove_notes(nids)
+        return before - self.col.note_count()
+
+    def answer_cards(self, n, ease, deck):
+        """Studies up to `n` cards of `deck` (and its children), answering each with `ease`
+        (1-4): every answer writes one revlog row. Returns the number answered."""
+        col = self.col
+        if V11 and not col.v3_scheduler():
+            # A collection from the legacy client may still use the v2 scheduler, which
+            # current clients no longer run: switch it to v3 as the desktop app does (a
+            # config change that a normal sync carries; the legacy client runs v3 too).
+            col.set_v3_scheduler(True)
+            col._load_scheduler()
+        col.decks.select(col.decks.id(deck))
+        self._reset_scheduler()
+        answered = 0
+        while answered < n:
+            card = col.sched.getCard()
+            if card is None:
+                break
+            col.sched.answerCard(card, ease)
+            answered += 1
+            self._reset_scheduler()
+        return answered
+
+    def add_deck(self, name):
+        """Creates deck `name` (parents included); returns its id."""
+        return self.col.decks.id(name)
+
+    def rename_deck(self, old, new):
+        self.col.decks.rename(self.col.decks.id(old, create=False), new)
+
+    def set_deck_config(self, name, path, value):
+        """Sets one value of deck options preset `name`; `path` is the key path, e.g.
+        `["new", "perDay"]`."""
+        conf = next(c for c in self.col.decks.all_config() if c["name"] == name)
+        target = conf
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        self.col.decks.update_config(conf)
+
+    def add_tags(self, nids, tags):
+        """Adds the space-separated `tags` to the notes; returns how many notes changed."""
+        return self.col.tags.bulk_add(nids, tags).count
+
+    def set_config(self, key, value):
+        self.col.set_config(key, value)
+
+    def set_notetype_css(self, notetype, css):
+        """A change that needs no full sync: the notetype's css."""
+        models = self.col.models
+        nt = models.by_name(notetype)
+        nt["css"] = css
+        models.save(nt)
+
+    def add_field(self, notetype, field):
+        """A schema change: adds field `field` to the notetype. As in the GUI, the user has
+        accepted that the next sync must be a one-way sync."""
+        self.col.mod_schema(check=False)
+        models = self.col.models
+        nt = models.by_name(notetype)
+        models.add_field(nt, models.new_field(field))
+        models.save(nt)
+
+    def add_notes_bulk(self, n, prefix):
+        """`add_notes` for thousands of notes: one backend call where the client has one,
+        else a loop inside the legacy layer's single open transaction. Returns the count."""
+        col = self.col
+        notetype = col.models.by_name("Basic")
+        notes = []
+        for i in range(n):
+            note = col.new_note(notetype)
+            note["Front"] = f"{prefix} {i} front"
+            note["Back"] = f"{prefix} {i} back"
+            notes.append(note)
+        if hasattr(col, "add_notes"):
+            from anki.collection import AddNoteRequest
+            col.add_notes([AddNoteRequest(note=note, deck_id=1) for note in notes])
+        else:
+            for note in notes:
+                col.add_note(note, 1)
+        return len(notes)
+
     def _config_values(self, label):
         return {
             "e2eText": f"{label}: café ☕",

@@ -8,7 +8,8 @@
 //!   lifecycle, as a reference to compare against;
 //! - [`Device`]: one simulated Anki device, i.e. one collection driven by the official client
 //!   through `tests/client/device.py`, with a small vocabulary (login, sync, full upload,
-//!   realistic content, a dump of everything a sync carries, ...);
+//!   realistic content, a user's small edits between syncs, a dump of everything a sync
+//!   carries, ...), and [`sync_concurrently`] to race devices' syncs;
 //! - [`SyncServer`]: what scenarios need from either server, so one scenario runs on both;
 //! - [`make_dataset`]: large generated collections (`tests/client/make_dataset.py`) for
 //!   benchmarks, which a device takes over with [`Device::open_dataset`];
@@ -72,9 +73,14 @@ fn scrub_env(command: &mut Command) {
 // Paths
 
 /// The binary under test. The only place that names it, so that a crate without the real
-/// server can substitute another binary of the same name.
+/// server can substitute another binary of the same name. `TEST_ANKISYNCD_BIN`, when set,
+/// points at another build instead (e.g. to benchmark an experimental change against this
+/// one); not `ANKISYNCD_*`, which the server would take for one of its configuration keys.
 fn server_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_ankisyncd"))
+    match std::env::var_os("TEST_ANKISYNCD_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_ankisyncd")),
+    }
 }
 
 fn manifest_dir() -> PathBuf {
@@ -1071,6 +1077,115 @@ impl Device {
         serde_json::from_value(notes).expect("note count")
     }
 
+    /// Ids of the notes matching a client search (e.g. `"deck:Languages::Spanish"`), sorted.
+    pub fn find_notes(&mut self, query: &str) -> Vec<i64> {
+        serde_json::from_value(self.command("find_notes", json!({ "query": query })))
+            .expect("note ids")
+    }
+
+    /// Ids of the cards matching a client search, sorted.
+    pub fn find_cards(&mut self, query: &str) -> Vec<i64> {
+        serde_json::from_value(self.command("find_cards", json!({ "query": query })))
+            .expect("card ids")
+    }
+
+    /// Moves cards to deck `deck` (created, parents included, if missing).
+    pub fn move_cards(&mut self, cids: &[i64], deck: &str) {
+        self.command("move_cards", json!({"cids": cids, "deck": deck}));
+    }
+
+    /// Suspends cards, as the browser does.
+    pub fn suspend_cards(&mut self, cids: &[i64]) {
+        self.command("suspend_cards", json!({ "cids": cids }));
+    }
+
+    /// Sets user flag `flag` (0 = none, 1 = red .. 7) on cards.
+    pub fn flag_cards(&mut self, cids: &[i64], flag: u8) {
+        self.command("flag_cards", json!({"cids": cids, "flag": flag}));
+    }
+
+    /// The fields of note `nid`, in notetype order.
+    pub fn note_fields(&mut self, nid: i64) -> Vec<String> {
+        serde_json::from_value(self.command("note_fields", json!({ "nid": nid })))
+            .expect("note fields")
+    }
+
+    /// Sets field `field` (by name) of note `nid` to `value`, as the editor does.
+    pub fn edit_note(&mut self, nid: i64, field: &str, value: &str) {
+        self.command(
+            "edit_note",
+            json!({"nid": nid, "field": field, "value": value}),
+        );
+    }
+
+    /// Removes notes and their cards; returns how many notes were removed.
+    pub fn delete_notes(&mut self, nids: &[i64]) -> usize {
+        serde_json::from_value(self.command("delete_notes", json!({ "nids": nids })))
+            .expect("removed count")
+    }
+
+    /// Studies up to `n` cards of `deck` (and its subdecks) with the client's scheduler,
+    /// answering each with `ease` (1 = again .. 4 = easy); each answer writes a revlog row.
+    /// Returns the number answered (fewer when the deck runs out of cards to study).
+    pub fn answer_cards(&mut self, n: usize, ease: u8, deck: &str) -> usize {
+        serde_json::from_value(
+            self.command("answer_cards", json!({"n": n, "ease": ease, "deck": deck})),
+        )
+        .expect("answered count")
+    }
+
+    /// Creates deck `name` (`::` for nesting, parents included) unless it exists; returns
+    /// its id.
+    pub fn add_deck(&mut self, name: &str) -> i64 {
+        serde_json::from_value(self.command("add_deck", json!({ "name": name }))).expect("deck id")
+    }
+
+    /// Renames an existing deck (its full name, `::` for nesting).
+    pub fn rename_deck(&mut self, old: &str, new: &str) {
+        self.command("rename_deck", json!({"old": old, "new": new}));
+    }
+
+    /// Sets one value of the deck options preset `preset` (e.g. `"Default"`), `path` being
+    /// the key path in its JSON (e.g. `&["new", "perDay"]`).
+    pub fn set_deck_config(&mut self, preset: &str, path: &[&str], value: Value) {
+        self.command(
+            "set_deck_config",
+            json!({"name": preset, "path": path, "value": value}),
+        );
+    }
+
+    /// Adds the space-separated `tags` to the notes; returns how many notes changed.
+    pub fn add_tags(&mut self, nids: &[i64], tags: &str) -> usize {
+        serde_json::from_value(self.command("add_tags", json!({"nids": nids, "tags": tags})))
+            .expect("changed count")
+    }
+
+    /// Sets a collection config key (only `CONFIG_KEYS` of `device.py` appear in `dump`).
+    pub fn set_config(&mut self, key: &str, value: Value) {
+        self.command("set_config", json!({"key": key, "value": value}));
+    }
+
+    /// Changes a notetype's css: a change a normal sync carries.
+    pub fn set_notetype_css(&mut self, notetype: &str, css: &str) {
+        self.command(
+            "set_notetype_css",
+            json!({"notetype": notetype, "css": css}),
+        );
+    }
+
+    /// Adds a field to a notetype: a schema change, so the next sync must be a full sync.
+    pub fn add_field(&mut self, notetype: &str, field: &str) {
+        self.command("add_field", json!({"notetype": notetype, "field": field}));
+    }
+
+    /// Adds `n` "Basic" notes like [`Device::add_notes`] but quickly (one backend call on
+    /// v11 clients, one transaction on the legacy client), for thousands of notes. Returns
+    /// the number added.
+    pub fn add_notes_bulk(&mut self, n: usize, prefix: &str) -> usize {
+        serde_json::from_value(self.command("add_notes_bulk", json!({"n": n, "prefix": prefix})))
+            .expect("note count")
+    }
+
     pub fn note_count(&mut self) -> usize {
         serde_json::from_value(self.command("note_count", json!({}))).expect("note count")
     }
@@ -1130,6 +1245,33 @@ impl Device {
             self.version
         );
     }
+}
+
+/// Runs `sync` on all `devices` at the same moment, each from its own thread (released
+/// together by a barrier), and returns their results in the same order. For two devices of
+/// one user racing each other on the server.
+pub fn sync_concurrently(devices: &mut [&mut Device]) -> Vec<Result<SyncOutcome, SyncFailure>> {
+    let barrier = std::sync::Barrier::new(devices.len());
+    thread::scope(|scope| {
+        let handles: Vec<_> = devices
+            .iter_mut()
+            .map(|device| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    barrier.wait();
+                    device.sync()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
 }
 
 impl Drop for Device {
