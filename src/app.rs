@@ -15,6 +15,7 @@ use crate::auth::{
 };
 use crate::config::Config;
 use crate::fullsync::Scratch;
+use crate::media::MediaState;
 use crate::store::{Store, StoreError, UserUpsert};
 use crate::sync::UserState;
 
@@ -24,9 +25,14 @@ pub(crate) struct App {
     pub scratch: Arc<Scratch>,
     /// Former generations kept per user for `user restore-previous`.
     pub keep_generations: usize,
+    /// Rows a normal sync keeps in memory before staging the rest in the database.
+    pub stage_memory_rows: usize,
     /// Wakes the janitor when a generation was doomed.
     pub janitor: Arc<Notify>,
     pub users: SupervisorHandle<StoreDirectory, UserState>,
+    /// Each user's media sync, serialized per user apart from their collection sync: clients
+    /// run both at once.
+    pub media: SupervisorHandle<StoreDirectory, MediaState>,
     pub limiter: LoginLimiter,
     pub limits: crate::http::Limits,
     started: Instant,
@@ -71,6 +77,7 @@ pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), 
         let declared = env_users(&env)?;
         tokio::task::spawn_blocking(move || -> Result<Store, ServeError> {
             let store = Store::open(&path)?;
+            store.clear_all_staged()?;
             let unfinished = store.doom_unfinished()?;
             if unfinished > 0 {
                 tracing::warn!(unfinished, "discarded full uploads interrupted by the last shutdown");
@@ -108,6 +115,17 @@ pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), 
     .await
     .map_err(|e| ServeError::Actors(e.to_string()))?;
 
+    let media = SupervisorHandle::start(
+        Arc::new(StoreDirectory::new(store.clone())),
+        MediaState::new,
+        SupervisorConfig {
+            idle_timeout: Duration::from_secs(config.user_idle_secs),
+            name: "media".to_string(),
+        },
+    )
+    .await
+    .map_err(|e| ServeError::Actors(e.to_string()))?;
+
     let addr = SocketAddr::new(config.host, config.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -133,13 +151,16 @@ pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), 
         store,
         scratch,
         keep_generations: config.keep_generations,
+        stage_memory_rows: config.stage_memory_rows,
         janitor,
         users: users.clone(),
+        media: media.clone(),
         started: Instant::now(),
         local_addr,
     });
     crate::http::serve(app, listener, shutdown_signal()).await;
     users.shutdown().await;
+    media.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }

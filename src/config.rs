@@ -45,6 +45,9 @@ pub struct Config {
     /// Former collections kept per user after a full upload replaces them, so a mistaken
     /// upload can be undone with `ankisyncd user restore-previous`.
     pub keep_generations: usize,
+    /// Rows of a normal sync in progress kept in memory before the rest waits in the
+    /// database: bounds the server's memory whatever the size of a sync.
+    pub stage_memory_rows: usize,
 }
 
 impl Default for Config {
@@ -59,6 +62,7 @@ impl Default for Config {
             login_failures: 10,
             login_window_secs: 300,
             keep_generations: 1,
+            stage_memory_rows: 20_000,
         }
     }
 }
@@ -77,6 +81,9 @@ impl Config {
         }
         if self.user_idle_secs == 0 {
             return Err(bad("user_idle_secs", "must be at least 1"));
+        }
+        if self.stage_memory_rows < 100 {
+            return Err(bad("stage_memory_rows", "must be at least 100"));
         }
         if self.login_window_secs == 0 {
             return Err(bad("login_window_secs", "must be at least 1"));

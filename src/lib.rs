@@ -9,6 +9,7 @@ mod clock;
 pub mod config;
 mod fullsync;
 mod http;
+mod media;
 mod protocol;
 pub mod store;
 mod sync;

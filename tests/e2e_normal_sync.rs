@@ -939,3 +939,21 @@ fn ours_legacy_and_current() {
         || legacy_and_current(&mut ours()),
     );
 }
+
+/// A sync larger than the stage's memory bound: the overflow waits in the database until
+/// `finish`, and the outcome is the same.
+#[test]
+fn ours_thousands_of_notes_with_a_small_stage() {
+    timed("ours_thousands_of_notes_with_a_small_stage", || {
+        let mut options = options();
+        options
+            .extra_env
+            .push(("ANKISYNCD_STAGE_MEMORY_ROWS".into(), "500".into()));
+        let mut server = Server::start(options);
+        thousands_of_notes_in_one_sync(&mut server);
+        assert!(
+            server.log().contains("sync stage moved out of memory"),
+            "the stage never spilled"
+        );
+    });
+}

@@ -10,6 +10,7 @@ use http_body_util::Full;
 use super::envelope::EnvelopeError;
 use crate::auth::UserRef;
 use crate::fullsync::FullSyncError;
+use crate::media::MediaError;
 use crate::store::StoreError;
 use crate::sync::SyncError;
 
@@ -25,6 +26,8 @@ pub(crate) enum ApiError {
     Actor(#[from] ActorError),
     #[error(transparent)]
     FullSync(#[from] FullSyncError),
+    #[error(transparent)]
+    Media(#[from] MediaError),
     #[error("{0}")]
     BadJson(String),
     #[error("not found: {0}")]
@@ -43,8 +46,6 @@ impl ApiError {
                 SyncError::ClientTooOld(_) => StatusCode::NOT_IMPLEMENTED,
                 SyncError::BadRequest(_) => StatusCode::BAD_REQUEST,
                 SyncError::Conflict(_) => StatusCode::CONFLICT,
-                // Not 501: clients read 501 as "your Anki is too old", which would mislead.
-                SyncError::NotImplemented(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 SyncError::Store(_) | SyncError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::Actor(e) => match e {
@@ -61,6 +62,15 @@ impl ApiError {
                 | FullSyncError::Build(_)
                 | FullSyncError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
+            ApiError::Media(e) => match e {
+                MediaError::UnknownUser => StatusCode::FORBIDDEN,
+                MediaError::BadRequest(_) | MediaError::BadUpload(_) => StatusCode::BAD_REQUEST,
+                // The client can only give up on the whole batch, as with the official server.
+                MediaError::NotOnServer(_) => StatusCode::CONFLICT,
+                MediaError::Scratch(_) | MediaError::Zip(_) | MediaError::Store(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            },
             ApiError::BadJson(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -72,10 +82,7 @@ impl ApiError {
         let status = self.status();
         let text = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
             tracing::error!(user = user.map(|u| &*u.name), "request failed: {self}");
-            match &self {
-                ApiError::Sync(SyncError::NotImplemented(_)) => self.to_string(),
-                _ => "internal server error; the server log has the details".to_string(),
-            }
+            "internal server error; the server log has the details".to_string()
         } else {
             self.to_string()
         };
@@ -124,6 +131,13 @@ mod tests {
             (SyncError::Internal("secret detail".into()).into(), 500),
             (ActorError::ShuttingDown.into(), 503),
             (ApiError::NotFound("/x".into()), 404),
+            (MediaError::UnknownUser.into(), 403),
+            (
+                MediaError::BadUpload(crate::media::BadUpload::NoMeta).into(),
+                400,
+            ),
+            (MediaError::BadRequest("x".into()).into(), 400),
+            (MediaError::NotOnServer("a.jpg".into()).into(), 409),
         ];
         for (err, code) in cases {
             let r = err.into_response(None);

@@ -33,5 +33,7 @@ pub(crate) fn media_changes(
     request: &MediaChangesRequest,
 ) -> Result<JsonResult<Vec<ChangeEntry>>, MediaError> {
     let changes = store.media_changes(state.user.id, request.last_usn, CHANGES_PER_CALL)?;
-    Ok(JsonResult::ok(changes.into_iter().map(ChangeEntry).collect()))
+    Ok(JsonResult::ok(
+        changes.into_iter().map(ChangeEntry).collect(),
+    ))
 }

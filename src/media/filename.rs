@@ -33,7 +33,14 @@ mod tests {
 
     #[test]
     fn names_clients_send_are_accepted() {
-        for name in ["cat.jpg", "日本語.png", "café.mp3", "a..b.jpg", ".hidden", "x y [1].svg"] {
+        for name in [
+            "cat.jpg",
+            "日本語.png",
+            "café.mp3",
+            "a..b.jpg",
+            ".hidden",
+            "x y [1].svg",
+        ] {
             assert_eq!(problem(name), None, "{name}");
         }
         assert_eq!(problem(&"a".repeat(255)), None);

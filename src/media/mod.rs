@@ -20,10 +20,10 @@ use serde::Serialize;
 use crate::auth::UserRef;
 
 pub(crate) use begin::{begin, BeginRequest};
-pub(crate) use changes::{media_changes, MediaChangesRequest};
-pub(crate) use download::{download_files, DownloadFilesRequest, DownloadZip};
+pub(crate) use changes::media_changes;
+pub(crate) use download::{download_files, DownloadFilesRequest};
 pub(crate) use error::{BadUpload, MediaError};
-pub(crate) use sanity::{media_sanity, MediaSanityRequest};
+pub(crate) use sanity::media_sanity;
 pub(crate) use upload::upload_changes;
 
 /// Most files in one zip, either way (protocol.md §5.4, §5.5).

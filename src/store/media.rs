@@ -14,7 +14,8 @@ use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata
 
 use super::collections::read_record;
 use super::tables::{
-    CollectionRecord, MediaRecord, BLOBS, BLOB_CHUNK, BLOB_REFS, COLLECTIONS, MEDIA, MEDIA_TOTALS, MEDIA_USN,
+    CollectionRecord, MediaRecord, BLOBS, BLOB_CHUNK, BLOB_REFS, COLLECTIONS, MEDIA, MEDIA_TOTALS,
+    MEDIA_USN,
 };
 use super::{decode, encode, Store, StoreError};
 
@@ -218,10 +219,7 @@ impl Store {
                         }
                     }
                 };
-                media.insert(
-                    (user_id, update.name.as_str()),
-                    encode(&record)?.as_slice(),
-                )?;
+                media.insert((user_id, update.name.as_str()), encode(&record)?.as_slice())?;
                 by_usn.insert((user_id, usn), update.name.as_str())?;
                 collection.media_usn = usn;
                 changed += 1;
@@ -321,7 +319,11 @@ fn release_blob(
     blob: &[u8; 32],
 ) -> Result<(), StoreError> {
     let count = refs.get(blob)?.map(|v| v.value()).unwrap_or(0);
-    debug_assert!(count > 0, "blob {} released more than retained", hex::encode(blob));
+    debug_assert!(
+        count > 0,
+        "blob {} released more than retained",
+        hex::encode(blob)
+    );
     if count > 1 {
         refs.insert(blob, count - 1)?;
         return Ok(());
@@ -436,7 +438,10 @@ impl Read for BlobReader {
 
 /// Delete every media row of a user and release their blobs, inside the caller's
 /// transaction (user removal).
-pub(super) fn remove_user_media(tx: &redb::WriteTransaction, user_id: u64) -> Result<(), StoreError> {
+pub(super) fn remove_user_media(
+    tx: &redb::WriteTransaction,
+    user_id: u64,
+) -> Result<(), StoreError> {
     let mut media = tx.open_table(MEDIA)?;
     let mut blobs = tx.open_table(BLOBS)?;
     let mut refs = tx.open_table(BLOB_REFS)?;
@@ -456,4 +461,200 @@ pub(super) fn remove_user_media(tx: &redb::WriteTransaction, user_id: u64) -> Re
         .retain_in(media_key_range(user_id), |_, _| false)?;
     tx.open_table(MEDIA_TOTALS)?.remove(user_id)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::temp_store;
+    use super::*;
+
+    /// Upload bytes from memory, counting how often the store asked for them.
+    struct Files {
+        data: Vec<Vec<u8>>,
+        reads: usize,
+    }
+
+    impl MediaBytes for Files {
+        fn copy_entry(&mut self, entry: usize, out: &mut dyn Write) -> io::Result<()> {
+            self.reads += 1;
+            out.write_all(&self.data[entry])
+        }
+    }
+
+    /// A batch of adds (`Some(bytes)`) and deletes (`None`).
+    fn upload(
+        store: &Store,
+        user: u64,
+        changes: &[(&str, Option<&[u8]>)],
+    ) -> (UploadOutcome, usize) {
+        let mut files = Files {
+            data: Vec::new(),
+            reads: 0,
+        };
+        let updates: Vec<MediaUpdate> = changes
+            .iter()
+            .map(|(name, bytes)| MediaUpdate {
+                name: name.to_string(),
+                content: bytes.map(|bytes| {
+                    files.data.push(bytes.to_vec());
+                    content(bytes, files.data.len() - 1)
+                }),
+            })
+            .collect();
+        let outcome = store
+            .apply_media_updates(user, &updates, &mut files)
+            .unwrap()
+            .unwrap();
+        (outcome, files.reads)
+    }
+
+    fn content(bytes: &[u8], entry: usize) -> MediaContent {
+        use sha1::Digest;
+        MediaContent {
+            sha1: sha1::Sha1::digest(bytes).into(),
+            blake3: blake3::hash(bytes).into(),
+            size: bytes.len() as u64,
+            entry,
+        }
+    }
+
+    fn two_users() -> (tempfile::TempDir, Store) {
+        let (dir, store) = temp_store();
+        store.set_user("alice", "h", 0).unwrap();
+        store.set_user("bob", "h", 0).unwrap();
+        (dir, store)
+    }
+
+    fn read_back(store: &Store, user: u64, name: &str) -> Option<Vec<u8>> {
+        let snapshot = store.media_snapshot().unwrap();
+        let record = snapshot.entry(user, name).unwrap()?;
+        let mut out = Vec::new();
+        snapshot
+            .blob_reader(&record.blob?)
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        Some(out)
+    }
+
+    #[test]
+    fn identical_files_are_stored_once_across_users_and_chunked() {
+        let (_dir, store) = two_users();
+        let big: Vec<u8> = (0..600 * 1024).map(|i| (i % 251) as u8).collect();
+        let (_, reads) = upload(&store, 1, &[("a.bin", Some(&big)), ("b.bin", Some(&big))]);
+        assert_eq!(reads, 1, "the second copy is not even read");
+        let (_, reads) = upload(&store, 2, &[("other name.bin", Some(&big))]);
+        assert_eq!(reads, 0);
+        let stats = store.blob_stats().unwrap();
+        assert_eq!((stats.blobs, stats.chunks, stats.bytes), (1, 3, 600 * 1024));
+        assert_eq!(read_back(&store, 2, "other name.bin").unwrap(), big);
+        assert_eq!(read_back(&store, 1, "b.bin").unwrap(), big);
+    }
+
+    #[test]
+    fn blobs_are_freed_when_the_last_reference_goes() {
+        let (_dir, store) = two_users();
+        upload(&store, 1, &[("a.jpg", Some(b"one"))]);
+        upload(&store, 2, &[("a.jpg", Some(b"one"))]);
+        upload(&store, 1, &[("a.jpg", None)]);
+        assert_eq!(store.blob_stats().unwrap().blobs, 1, "bob still has it");
+        upload(&store, 2, &[("a.jpg", Some(b"two"))]);
+        let stats = store.blob_stats().unwrap();
+        assert_eq!((stats.blobs, stats.chunks, stats.bytes), (1, 1, 3));
+        assert_eq!(read_back(&store, 2, "a.jpg").unwrap(), b"two");
+        assert!(store.remove_user("bob").unwrap());
+        let stats = store.blob_stats().unwrap();
+        assert_eq!((stats.blobs, stats.chunks), (0, 0));
+        assert_eq!(store.media_changes(2, 0, 10).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn only_real_changes_take_a_usn_and_deletions_stay_as_tombstones() {
+        let (_dir, store) = two_users();
+        let (out, _) = upload(
+            &store,
+            1,
+            &[("a", Some(b"1")), ("b", Some(b"2")), ("ghost", None)],
+        );
+        assert_eq!((out.processed, out.last_usn, out.changed), (3, 2, 2));
+        let (out, _) = upload(&store, 1, &[("a", Some(b"1")), ("b", None), ("b", None)]);
+        assert_eq!((out.processed, out.last_usn, out.changed), (3, 3, 1));
+        let status = store.media_status(1).unwrap().unwrap();
+        assert_eq!((status.last_usn, status.files, status.bytes), (3, 1, 1));
+        assert_eq!(store.collection(1).unwrap().unwrap().media_usn, 3);
+        let changes = store.media_changes(1, 0, 10).unwrap();
+        let sha1_a = content(b"1", 0).sha1;
+        assert_eq!(
+            changes,
+            vec![
+                MediaChange {
+                    name: "a".into(),
+                    usn: 1,
+                    sha1: Some(sha1_a)
+                },
+                MediaChange {
+                    name: "b".into(),
+                    usn: 3,
+                    sha1: None
+                },
+            ]
+        );
+        // A deleted file comes back with a new usn.
+        let (out, _) = upload(&store, 1, &[("b", Some(b"2"))]);
+        assert_eq!(out.last_usn, 4);
+        assert_eq!(store.media_changes(1, 3, 10).unwrap().len(), 1);
+        assert_eq!(store.media_status(2).unwrap().unwrap().last_usn, 0);
+    }
+
+    #[test]
+    fn changes_page_in_usn_order_with_one_entry_per_file() {
+        let (_dir, store) = two_users();
+        let names: Vec<String> = (0..2500).map(|i| format!("f{i:04}")).collect();
+        for batch in names.chunks(25) {
+            let changes: Vec<(&str, Option<&[u8]>)> = batch
+                .iter()
+                .map(|n| (n.as_str(), Some(n.as_bytes())))
+                .collect();
+            upload(&store, 1, &changes);
+        }
+        // Touch an early file again: it moves to the end.
+        upload(&store, 1, &[("f0000", Some(b"new"))]);
+        let mut after = 0;
+        let mut pages = Vec::new();
+        let mut seen = Vec::new();
+        loop {
+            let page = store.media_changes(1, after, 1000).unwrap();
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.windows(2).all(|w| w[0].usn < w[1].usn));
+            after = page.last().unwrap().usn;
+            pages.push(page.len());
+            seen.extend(page.into_iter().map(|c| c.name));
+        }
+        assert_eq!(pages, vec![1000, 1000, 500]);
+        assert_eq!(seen.len(), 2500);
+        assert_eq!(seen.last().map(String::as_str), Some("f0000"));
+        assert_eq!(after, 2501);
+    }
+
+    #[test]
+    fn a_removed_user_cannot_upload() {
+        let (_dir, store) = two_users();
+        store.remove_user("alice").unwrap();
+        let mut files = Files {
+            data: vec![b"x".to_vec()],
+            reads: 0,
+        };
+        let update = MediaUpdate {
+            name: "a".into(),
+            content: Some(content(b"x", 0)),
+        };
+        assert_eq!(
+            store.apply_media_updates(1, &[update], &mut files).unwrap(),
+            None
+        );
+        assert_eq!(store.blob_stats().unwrap().blobs, 0);
+        assert_eq!(store.media_status(1).unwrap(), None);
+    }
 }

@@ -1,6 +1,6 @@
 //! The one database file. `Store` opens it once, owns the `redb::Database`, and offers
-//! short, typed transactions to the layers above (users, host keys, collections, media). It knows
-//! nothing of HTTP or of the sync protocol.
+//! short, typed transactions to the layers above (users, host keys, collections, media). It
+//! knows nothing of HTTP or of the sync protocol.
 //!
 //! Never hold a write transaction across an `.await` or a network round trip: redb has one
 //! writer, so a long write blocks every user.
@@ -10,6 +10,7 @@ mod error;
 mod generations;
 mod media;
 mod snapshot;
+mod staging;
 mod sync;
 mod tables;
 mod users;
@@ -27,14 +28,15 @@ pub use media::{
 pub use snapshot::Snapshot;
 pub use sync::{ChangedIds, SyncCommit};
 pub use tables::{
-    CardRow, CollectionRecord, Counts, HostKeyRecord, MediaRecord, NoteRow, ObjectKind, ObjectRecord, RevlogRow,
-    RowKind, SortField, UserRecord,
+    CardRow, CollectionRecord, Counts, HostKeyRecord, MediaRecord, NoteRow, ObjectKind,
+    ObjectRecord, RevlogRow, RowKind, SortField, SpilledRow, UserRecord,
 };
 pub use users::{HostKeyHash, UserSummary, UserUpsert};
 
 use tables::{
-    BLOBS, BLOB_REFS, CARDS, CHANGES, COLLECTIONS, FORMAT_VERSION, GENERATIONS, GRAVES, HOST_KEYS, META, META_FORMAT,
-    MEDIA, MEDIA_TOTALS, MEDIA_USN, NOTES, OBJECTS, REVLOG, USERS, USER_HOST_KEYS, USER_NAMES,
+    BLOBS, BLOB_REFS, CARDS, CHANGES, COLLECTIONS, FORMAT_VERSION, GENERATIONS, GRAVES, HOST_KEYS,
+    MEDIA, MEDIA_TOTALS, MEDIA_USN, META, META_FORMAT, NOTES, OBJECTS, REVLOG, STAGED, USERS,
+    USER_HOST_KEYS, USER_NAMES,
 };
 
 pub struct Store {
@@ -101,6 +103,7 @@ impl Store {
             tx.open_table(GRAVES)?;
             tx.open_table(OBJECTS)?;
             tx.open_table(CHANGES)?;
+            tx.open_table(STAGED)?;
             tx.open_table(MEDIA)?;
             tx.open_table(MEDIA_USN)?;
             tx.open_table(MEDIA_TOTALS)?;

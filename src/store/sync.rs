@@ -7,7 +7,7 @@ use redb::{ReadableTable, WriteTransaction};
 
 use super::tables::{
     CardRow, CollectionRecord, Counts, NoteRow, ObjectKind, ObjectRecord, RevlogRow, RowKind,
-    CARDS, CHANGES, COLLECTIONS, GRAVES, NOTES, OBJECTS, REVLOG,
+    SpilledRow, CARDS, CHANGES, COLLECTIONS, GRAVES, NOTES, OBJECTS, REVLOG, STAGED,
 };
 use super::{decode, decode_row, encode, encode_row, Snapshot, Store, StoreError};
 
@@ -36,6 +36,9 @@ pub struct SyncCommit {
     pub created_secs: Option<i64>,
     /// Row counts after this sync.
     pub counts: Counts,
+    /// The user whose rows were partly staged in the database (see `staging`): they are
+    /// applied first, then the rows above, which are newer.
+    pub spilled_user: Option<u64>,
 }
 
 impl Snapshot {
@@ -156,6 +159,38 @@ fn apply(
     usn: i32,
     commit: &SyncCommit,
 ) -> Result<(), StoreError> {
+    if let Some(user_id) = commit.spilled_user {
+        let spilled = take_spilled(tx, user_id)?;
+        apply_rows(tx, generation, usn, &spilled)?;
+    }
+    apply_rows(tx, generation, usn, commit)?;
+    apply_objects(tx, generation, usn, commit)
+}
+
+/// The staged rows of a user that outgrew memory, as a commit of rows only; removed from the
+/// staging table in the same transaction.
+fn take_spilled(tx: &WriteTransaction, user_id: u64) -> Result<SyncCommit, StoreError> {
+    let mut table = tx.open_table(STAGED)?;
+    let mut spilled = SyncCommit::default();
+    let range = (user_id, 0u8, i64::MIN)..=(user_id, u8::MAX, i64::MAX);
+    for entry in table.extract_from_if(range, |_, _| true)? {
+        let (key, value) = entry?;
+        let (_, _, id) = key.value();
+        match decode::<SpilledRow>(value.value(), "staged", id)? {
+            SpilledRow::Note { after, .. } => spilled.notes.push((id, after)),
+            SpilledRow::Card { after, .. } => spilled.cards.push((id, after)),
+            SpilledRow::Revlog(row) => spilled.revlog.push((id, row)),
+        }
+    }
+    Ok(spilled)
+}
+
+fn apply_rows(
+    tx: &WriteTransaction,
+    generation: u64,
+    usn: i32,
+    commit: &SyncCommit,
+) -> Result<(), StoreError> {
     let mut changes = tx.open_table(CHANGES)?;
     let mut reindex =
         |kind: RowKind, id: i64, old_usn: Option<i32>, exists: bool| -> Result<(), StoreError> {
@@ -198,6 +233,15 @@ fn apply(
             }
         }
     }
+    Ok(())
+}
+
+fn apply_objects(
+    tx: &WriteTransaction,
+    generation: u64,
+    usn: i32,
+    commit: &SyncCommit,
+) -> Result<(), StoreError> {
     let mut objects = tx.open_table(OBJECTS)?;
     for (kind, key, object) in &commit.objects {
         match object {

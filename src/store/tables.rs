@@ -61,6 +61,12 @@ pub(crate) const GRAVES: TableDefinition<(u64, i32, u8, i64), ()> = TableDefinit
 pub(crate) const CHANGES: TableDefinition<(u64, i32, u8, i64), ()> =
     TableDefinition::new("changes");
 
+/// (user id, row kind, row id) → [`SpilledRow`]: rows of a normal sync in progress that
+/// outgrew the memory bound of its stage (`sync::session`). Written and read only by that
+/// user's actor; cleared when the sync ends or a new one starts, and all of it at startup
+/// (no session survives a restart).
+pub(crate) const STAGED: TableDefinition<(u64, u8, i64), &[u8]> = TableDefinition::new("staged");
+
 /// (generation, kind, key) → [`ObjectRecord`]: notetypes, decks and deck configs (key = id in
 /// decimal), tags (key = name) and config entries (key = config key), as the legacy JSON the
 /// protocol carries.
@@ -260,6 +266,21 @@ pub struct RevlogRow {
     pub factor: i64,
     pub time: i64,
     pub rtype: i64,
+}
+
+/// A staged row moved out of memory: what it will be after the sync, and whether it existed
+/// before (for the counts).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SpilledRow {
+    Note {
+        existed: bool,
+        after: Option<NoteRow>,
+    },
+    Card {
+        existed: bool,
+        after: Option<CardRow>,
+    },
+    Revlog(RevlogRow),
 }
 
 /// Kinds of [`CHANGES`] rows.

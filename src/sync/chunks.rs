@@ -66,6 +66,7 @@ pub(crate) fn apply_chunk(
 ) -> Result<(), SyncError> {
     state.with_session(key, |session| {
         let snapshot = store.snapshot()?;
-        session.apply_chunk(&snapshot, &request.chunk)
+        session.apply_chunk(&snapshot, &request.chunk)?;
+        session.bound_memory(store)
     })
 }

@@ -20,9 +20,6 @@ pub(crate) enum SyncError {
     /// No sync in progress under this session key (another device started one).
     #[error("{0}")]
     Conflict(&'static str),
-    /// The method exists in the protocol but this server does not serve it yet.
-    #[error("{0} is not supported by this server yet")]
-    NotImplemented(&'static str),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{0}")]

@@ -16,7 +16,8 @@ pub(crate) fn finish(
         return Err(SyncError::Conflict("no active sync"));
     };
     let (generation, server_usn) = (session.generation, session.server_usn);
-    let commit = session.into_commit();
+    let counts = session.counts(&store.snapshot()?)?;
+    let commit = session.into_commit(counts);
     match store.commit_sync(state.user.id, generation, server_usn, &commit, now_ms)? {
         Some(record) => {
             tracing::debug!(
@@ -36,6 +37,8 @@ pub(crate) fn finish(
     }
 }
 
-pub(crate) fn abort(state: &mut UserState) {
+pub(crate) fn abort(store: &Store, state: &mut UserState) -> Result<(), SyncError> {
     state.discard_session();
+    store.clear_staged(state.user.id)?;
+    Ok(())
 }

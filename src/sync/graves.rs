@@ -12,6 +12,7 @@ pub(crate) fn apply_graves(
 ) -> Result<(), SyncError> {
     state.with_session(key, |session| {
         let snapshot = store.snapshot()?;
-        session.apply_graves(&snapshot, &request.chunk)
+        session.apply_graves(&snapshot, &request.chunk)?;
+        session.bound_memory(store)
     })
 }

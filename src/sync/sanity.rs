@@ -3,15 +3,17 @@
 
 use super::{SyncError, UserState};
 use crate::protocol::{SanityCheckRequest, SanityCheckResponse, SanityCounts};
+use crate::store::Store;
 
 pub(crate) fn sanity_check(
+    store: &Store,
     state: &mut UserState,
     key: &str,
     request: SanityCheckRequest,
 ) -> Result<SanityCheckResponse, SyncError> {
     let user = state.user.name.clone();
     let (client, server) = state.with_session(key, |session| {
-        let c = session.counts();
+        let c = session.counts(&store.snapshot()?)?;
         let server = SanityCounts(
             [0, 0, 0],
             c.cards,
@@ -28,6 +30,7 @@ pub(crate) fn sanity_check(
     if !ok {
         tracing::warn!(%user, ?client, ?server, "sanity check failed; the sync is discarded");
         state.discard_session();
+        store.clear_staged(state.user.id)?;
     }
     Ok(SanityCheckResponse {
         status: if ok { "ok" } else { "bad" },

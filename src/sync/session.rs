@@ -5,7 +5,7 @@
 //! (abort, a newer `start`, a failed sanity check, the user's actor retiring) discards it.
 
 use std::collections::btree_map::Entry;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
@@ -13,8 +13,8 @@ use super::note_fields::{clean_fields, first_field_checksum, sort_field, SortVal
 use super::SyncError;
 use crate::protocol::{parse_card, parse_note, parse_revlog, Changes, Chunk, Graves};
 use crate::store::{
-    CardRow, ChangedIds, Counts, NoteRow, ObjectKind, ObjectRecord, RevlogRow, Snapshot, SortField,
-    SyncCommit,
+    CardRow, ChangedIds, Counts, NoteRow, ObjectKind, ObjectRecord, RevlogRow, RowKind, Snapshot,
+    SortField, SpilledRow, Store, SyncCommit,
 };
 
 /// Grave kinds on the wire and in the graves table.
@@ -25,12 +25,16 @@ pub(crate) const GRAVE_DECK: u8 = 2;
 #[derive(Debug)]
 pub(crate) struct SyncSession {
     pub key: String,
+    pub user_id: u64,
     pub generation: u64,
     /// The usn this sync stamps on everything it writes (the collection's usn at `start`).
     pub server_usn: i32,
     /// The server usn as of the client's last sync: rows at or after it are new to the client.
     pub client_usn: i32,
     pub client_is_newer: bool,
+    /// Rows the stage keeps in memory before moving them to the database
+    /// (`stage_memory_rows`): a huge sync must not grow the server's memory with it.
+    pub memory_rows: usize,
     /// Counts of the live collection when the sync started.
     pub base_counts: Counts,
     /// Server rows not yet sent by `chunk`; taken on the first `chunk` call.
@@ -52,8 +56,10 @@ pub(crate) struct Stage {
     revlog: BTreeMap<i64, RevlogRow>,
     objects: BTreeMap<(u8, String), (ObjectKind, Staged<ObjectRecord>)>,
     config: Option<Vec<(String, ObjectRecord)>>,
-    graves: Vec<(u8, i64)>,
+    graves: BTreeSet<(u8, i64)>,
     created_secs: Option<i64>,
+    /// Some rows were moved to the database's staging table (`memory_rows`).
+    spilled: bool,
 }
 
 fn bad(message: String) -> SyncError {
@@ -68,19 +74,20 @@ impl SyncSession {
         graves: &Graves,
     ) -> Result<(), SyncError> {
         let generation = self.generation;
+        let user = self.user_id;
         for id in &graves.notes {
-            self.stage.note(snapshot, generation, *id)?.after = None;
-            self.stage.graves.push((GRAVE_NOTE, *id));
+            self.stage.note(snapshot, user, generation, *id)?.after = None;
+            self.stage.graves.insert((GRAVE_NOTE, *id));
         }
         for id in &graves.cards {
-            self.stage.card(snapshot, generation, *id)?.after = None;
-            self.stage.graves.push((GRAVE_CARD, *id));
+            self.stage.card(snapshot, user, generation, *id)?.after = None;
+            self.stage.graves.insert((GRAVE_CARD, *id));
         }
         for id in &graves.decks {
             self.stage
                 .object(snapshot, generation, ObjectKind::Deck, &id.to_string())?
                 .after = None;
-            self.stage.graves.push((GRAVE_DECK, *id));
+            self.stage.graves.insert((GRAVE_DECK, *id));
         }
         Ok(())
     }
@@ -189,17 +196,23 @@ impl SyncSession {
         chunk: &Chunk,
     ) -> Result<(), SyncError> {
         let generation = self.generation;
+        let user = self.user_id;
         let (client_usn, usn) = (self.client_usn, self.server_usn);
         for row in &chunk.revlog {
             let (id, mut review) = parse_revlog(row).map_err(bad)?;
-            if !self.stage.revlog.contains_key(&id) && snapshot.review(generation, id)?.is_none() {
+            let spilled =
+                self.stage.spilled && snapshot.staged(user, RowKind::Revlog as u8, id)?.is_some();
+            if !spilled
+                && !self.stage.revlog.contains_key(&id)
+                && snapshot.review(generation, id)?.is_none()
+            {
                 review.usn = usn;
                 self.stage.revlog.insert(id, review);
             }
         }
         for row in &chunk.cards {
             let (id, mut card) = parse_card(row).map_err(bad)?;
-            let staged = self.stage.card(snapshot, generation, id)?;
+            let staged = self.stage.card(snapshot, user, generation, id)?;
             if newer(
                 staged.after.as_ref().map(|c| (c.usn, c.modified)),
                 client_usn,
@@ -211,7 +224,7 @@ impl SyncSession {
         }
         for row in &chunk.notes {
             let (id, mut note) = parse_note(row).map_err(bad)?;
-            let current = self.stage.note(snapshot, generation, id)?;
+            let current = self.stage.note(snapshot, user, generation, id)?;
             if !newer(
                 current.after.as_ref().map(|n| (n.usn, n.modified)),
                 client_usn,
@@ -237,54 +250,108 @@ impl SyncSession {
                 })?;
             prepare_note(id, &mut note, &notetype.json)?;
             note.usn = usn;
-            self.stage.note(snapshot, generation, id)?.after = Some(note);
+            self.stage.note(snapshot, user, generation, id)?.after = Some(note);
         }
         Ok(())
     }
 
     /// Counts as they will be after this sync.
-    pub(crate) fn counts(&self) -> Counts {
+    pub(crate) fn counts(&self, snapshot: &Snapshot) -> Result<Counts, SyncError> {
         let base = self.base_counts;
         let delta = |existed: bool, after: bool| i64::from(after) - i64::from(existed);
-        let sum = |deltas: &mut dyn Iterator<Item = i64>, start: u64| {
-            let total = i64::try_from(start).unwrap_or(i64::MAX) + deltas.sum::<i64>();
-            u64::try_from(total.max(0)).unwrap_or(0)
-        };
-        let objects = |kind: ObjectKind| {
+        let mut notes: i64 = self
+            .stage
+            .notes
+            .values()
+            .map(|s| delta(s.existed, s.after.is_some()))
+            .sum();
+        let mut cards: i64 = self
+            .stage
+            .cards
+            .values()
+            .map(|s| delta(s.existed, s.after.is_some()))
+            .sum();
+        let mut revlog = self.stage.revlog.len() as u64;
+        if self.stage.spilled {
+            // Rows back in memory supersede their spilled copies.
+            for (_, id, row) in snapshot.staged_rows(self.user_id)? {
+                match row {
+                    SpilledRow::Note { existed, after } if !self.stage.notes.contains_key(&id) => {
+                        notes += delta(existed, after.is_some());
+                    }
+                    SpilledRow::Card { existed, after } if !self.stage.cards.contains_key(&id) => {
+                        cards += delta(existed, after.is_some());
+                    }
+                    SpilledRow::Revlog(_) if !self.stage.revlog.contains_key(&id) => revlog += 1,
+                    _ => {}
+                }
+            }
+        }
+        let objects = |kind: ObjectKind| -> i64 {
             self.stage
                 .objects
                 .values()
-                .filter(move |(k, _)| *k == kind)
+                .filter(|(k, _)| *k == kind)
                 .map(|(_, s)| delta(s.existed, s.after.is_some()))
+                .sum()
         };
-        Counts {
-            notes: sum(
-                &mut self
-                    .stage
-                    .notes
-                    .values()
-                    .map(|s| delta(s.existed, s.after.is_some())),
-                base.notes,
-            ),
-            cards: sum(
-                &mut self
-                    .stage
-                    .cards
-                    .values()
-                    .map(|s| delta(s.existed, s.after.is_some())),
-                base.cards,
-            ),
-            revlog: base.revlog + self.stage.revlog.len() as u64,
+        let apply = |start: u64, delta: i64| {
+            u64::try_from(
+                i64::try_from(start)
+                    .unwrap_or(i64::MAX)
+                    .saturating_add(delta)
+                    .max(0),
+            )
+            .unwrap_or(0)
+        };
+        Ok(Counts {
+            notes: apply(base.notes, notes),
+            cards: apply(base.cards, cards),
+            revlog: base.revlog + revlog,
             graves: base.graves + self.stage.graves.len() as u64,
-            notetypes: sum(&mut objects(ObjectKind::Notetype), base.notetypes),
-            decks: sum(&mut objects(ObjectKind::Deck), base.decks),
-            deck_configs: sum(&mut objects(ObjectKind::DeckConfig), base.deck_configs),
+            notetypes: apply(base.notetypes, objects(ObjectKind::Notetype)),
+            decks: apply(base.decks, objects(ObjectKind::Deck)),
+            deck_configs: apply(base.deck_configs, objects(ObjectKind::DeckConfig)),
+        })
+    }
+
+    /// Move the stage's rows to the database once it holds more than `memory_rows`.
+    pub(crate) fn bound_memory(&mut self, store: &Store) -> Result<(), SyncError> {
+        let stage = &mut self.stage;
+        if stage.notes.len() + stage.cards.len() + stage.revlog.len() <= self.memory_rows {
+            return Ok(());
         }
+        let mut rows =
+            Vec::with_capacity(stage.notes.len() + stage.cards.len() + stage.revlog.len());
+        for (id, s) in std::mem::take(&mut stage.notes) {
+            let row = SpilledRow::Note {
+                existed: s.existed,
+                after: s.after,
+            };
+            rows.push((RowKind::Note as u8, id, row));
+        }
+        for (id, s) in std::mem::take(&mut stage.cards) {
+            let row = SpilledRow::Card {
+                existed: s.existed,
+                after: s.after,
+            };
+            rows.push((RowKind::Card as u8, id, row));
+        }
+        for (id, row) in std::mem::take(&mut stage.revlog) {
+            rows.push((RowKind::Revlog as u8, id, SpilledRow::Revlog(row)));
+        }
+        store.spill(self.user_id, &rows)?;
+        stage.spilled = true;
+        tracing::debug!(
+            user_id = self.user_id,
+            rows = rows.len(),
+            "sync stage moved out of memory"
+        );
+        Ok(())
     }
 
     /// The stage as one set of writes for `Store::commit_sync`.
-    pub(crate) fn into_commit(self) -> SyncCommit {
-        let counts = self.counts();
+    pub(crate) fn into_commit(self, counts: Counts) -> SyncCommit {
         let stage = self.stage;
         SyncCommit {
             notes: stage
@@ -304,9 +371,10 @@ impl SyncSession {
                 .map(|((_, key), (kind, s))| (kind, key, s.after))
                 .collect(),
             config: stage.config,
-            graves: stage.graves,
+            graves: stage.graves.into_iter().collect(),
             created_secs: stage.created_secs,
             counts,
+            spilled_user: stage.spilled.then_some(self.user_id),
         }
     }
 }
@@ -316,11 +384,11 @@ impl Stage {
     /// send it back, as the official server, which applies graves before choosing what to
     /// send, does not.
     pub(crate) fn deletes_note(&self, id: i64) -> bool {
-        self.notes.get(&id).is_some_and(|s| s.after.is_none())
+        self.graves.contains(&(GRAVE_NOTE, id))
     }
 
     pub(crate) fn deletes_card(&self, id: i64) -> bool {
-        self.cards.get(&id).is_some_and(|s| s.after.is_none())
+        self.graves.contains(&(GRAVE_CARD, id))
     }
 
     pub(crate) fn deletes_object(&self, kind: ObjectKind, key: &str) -> bool {
@@ -332,19 +400,41 @@ impl Stage {
     fn note(
         &mut self,
         snapshot: &Snapshot,
+        user_id: u64,
         generation: u64,
         id: i64,
     ) -> Result<&mut Staged<NoteRow>, SyncError> {
-        staged(&mut self.notes, id, || snapshot.note(generation, id))
+        let spilled = self.spilled;
+        staged(&mut self.notes, id, || {
+            if spilled {
+                if let Some(SpilledRow::Note { existed, after }) =
+                    snapshot.staged(user_id, RowKind::Note as u8, id)?
+                {
+                    return Ok(Staged { existed, after });
+                }
+            }
+            Ok(Staged::from_live(snapshot.note(generation, id)?))
+        })
     }
 
     fn card(
         &mut self,
         snapshot: &Snapshot,
+        user_id: u64,
         generation: u64,
         id: i64,
     ) -> Result<&mut Staged<CardRow>, SyncError> {
-        staged(&mut self.cards, id, || snapshot.card(generation, id))
+        let spilled = self.spilled;
+        staged(&mut self.cards, id, || {
+            if spilled {
+                if let Some(SpilledRow::Card { existed, after }) =
+                    snapshot.staged(user_id, RowKind::Card as u8, id)?
+                {
+                    return Ok(Staged { existed, after });
+                }
+            }
+            Ok(Staged::from_live(snapshot.card(generation, id)?))
+        })
     }
 
     fn object(
@@ -374,16 +464,16 @@ impl<T> Staged<T> {
     }
 }
 
-/// The staged entry for `id`, first read from the live collection if this sync has not
-/// touched it yet.
+/// The staged entry for `id`, first loaded (from the staging table or the live collection)
+/// if it is not in memory.
 fn staged<T>(
     map: &mut BTreeMap<i64, Staged<T>>,
     id: i64,
-    live: impl FnOnce() -> Result<Option<T>, crate::store::StoreError>,
+    load: impl FnOnce() -> Result<Staged<T>, crate::store::StoreError>,
 ) -> Result<&mut Staged<T>, SyncError> {
     Ok(match map.entry(id) {
         Entry::Occupied(entry) => entry.into_mut(),
-        Entry::Vacant(entry) => entry.insert(Staged::from_live(live()?)),
+        Entry::Vacant(entry) => entry.insert(load()?),
     })
 }
 

@@ -12,21 +12,26 @@ pub(crate) fn start(
     state: &mut UserState,
     key: &str,
     request: StartRequest,
+    memory_rows: usize,
 ) -> Result<Graves, SyncError> {
     if key.is_empty() {
         return Err(SyncError::BadRequest("missing skey".into()));
     }
     state.discard_session();
+    // Rows a discarded sync moved out of memory (cheap: not durable, usually nothing).
+    store.clear_staged(state.user.id)?;
     let snapshot = store.snapshot()?;
     let record = snapshot
         .collection(state.user.id)?
         .ok_or(SyncError::AuthFailed)?;
     let mut session = SyncSession {
         key: key.to_string(),
+        user_id: state.user.id,
         generation: record.generation,
         server_usn: record.usn,
         client_usn: request.min_usn,
         client_is_newer: request.client_is_newer,
+        memory_rows,
         base_counts: record.counts,
         outgoing: None,
         stage: Default::default(),

@@ -15,7 +15,8 @@
 //!   benchmarks, which a device takes over with [`Device::open_dataset`];
 //! - [`http_get`]: plain HTTP GETs for non-client endpoints such as `/health`.
 //!
-//! Every wait is bounded, and all traffic stays on 127.0.0.1.
+//! Every wait is bounded, and all traffic stays on 127.0.0.1. `benches/full_sync.rs`
+//! compiles this module too (process ids for `/proc`, longer device timeouts).
 
 // Each test binary compiles its own copy of this module and uses only part of it.
 #![allow(dead_code)]
