@@ -74,9 +74,11 @@ pub enum ServeError {
 pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), ServeError> {
     let store = {
         let path = config.database.clone();
+        let cache_bytes =
+            usize::try_from(config.cache_megs.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
         let declared = env_users(&env)?;
         tokio::task::spawn_blocking(move || -> Result<Store, ServeError> {
-            let store = Store::open(&path)?;
+            let store = Store::open_with_cache(&path, cache_bytes)?;
             store.clear_all_staged()?;
             let unfinished = store.doom_unfinished()?;
             if unfinished > 0 {

@@ -48,6 +48,9 @@ pub struct Config {
     /// Rows of a normal sync in progress kept in memory before the rest waits in the
     /// database: bounds the server's memory whatever the size of a sync.
     pub stage_memory_rows: usize,
+    /// Database page cache in MiB: more speeds up reads of big collections, less suits small
+    /// boards. Memory beyond it is transient.
+    pub cache_megs: u64,
 }
 
 impl Default for Config {
@@ -63,6 +66,7 @@ impl Default for Config {
             login_window_secs: 300,
             keep_generations: 1,
             stage_memory_rows: 20_000,
+            cache_megs: 16,
         }
     }
 }
@@ -81,6 +85,9 @@ impl Config {
         }
         if self.user_idle_secs == 0 {
             return Err(bad("user_idle_secs", "must be at least 1"));
+        }
+        if self.cache_megs == 0 || self.cache_megs > 64 * 1024 {
+            return Err(bad("cache_megs", "must be between 1 and 65536"));
         }
         if self.stage_memory_rows < 100 {
             return Err(bad("stage_memory_rows", "must be at least 100"));

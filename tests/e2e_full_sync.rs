@@ -242,3 +242,24 @@ fn ours_a_later_upload_replaces_the_collection() {
 fn ours_a_generated_dataset_round_trips() {
     a_generated_dataset_round_trips(&mut ours());
 }
+
+/// Later devices get the download built for the first one, from the cache: the plain file
+/// for a legacy client, the stored compressed copy for a current one.
+#[test]
+fn ours_cached_downloads_serve_both_kinds_of_client() {
+    let server = ours();
+    let mut a = device(ClientVersion::Current, &server);
+    a.add_rich_content("cached");
+    assert_eq!(required(&mut a), ChangesRequired::FullUpload);
+    a.full_upload().unwrap();
+    let mut first = device(ClientVersion::Current, &server);
+    first.full_download().unwrap();
+    let mut legacy = device(ClientVersion::Legacy, &server);
+    legacy.full_download().unwrap();
+    let mut current = device(ClientVersion::Current, &server);
+    current.full_download().unwrap();
+    assert_eq!(server.log().matches("full download from the cache").count(), 2);
+    assert_eq!(a.dump(), first.dump());
+    assert_eq!(a.dump(), current.dump());
+    assert_eq!(PortableDump::from(a.dump()), PortableDump::from(legacy.dump()));
+}

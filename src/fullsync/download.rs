@@ -14,12 +14,19 @@ use rusqlite::{params, Connection};
 use super::{FullSyncError, Scratch};
 use crate::store::{CollectionRecord, ObjectKind, Snapshot, SortField, Store};
 
-/// A built collection file, open for sending.
+/// A built collection file, open for sending: as it is (legacy clients) and zstd-compressed
+/// (current clients), so a cached download costs a file copy, not a compression
+/// (benches/README.md, cached full download).
 #[derive(Debug)]
 pub(crate) struct Download {
     pub file: File,
     pub len: u64,
+    pub compressed: File,
 }
+
+/// zstd level of the cached compressed copy: the fastest, since the first device to download
+/// waits for it.
+const CACHE_ZSTD_LEVEL: i32 = 1;
 
 /// The legacy layout: five tables, seven indexes (collection.md §2.1).
 const SCHEMA_11_TABLES: &str = "
@@ -67,7 +74,8 @@ pub(crate) fn prepare_download(
         return Err(FullSyncError::NothingToDownload);
     }
     let cached = scratch.download_path(user_id, record.generation, record.usn, record.modified_ms);
-    if let Some(download) = open(&cached)? {
+    let compressed = compressed_path(&cached);
+    if let Some(download) = open(&cached, &compressed)? {
         tracing::debug!(
             user_id,
             bytes = download.len,
@@ -79,8 +87,13 @@ pub(crate) fn prepare_download(
     let started = Instant::now();
     let building = scratch.build_file(user_id);
     build(&snapshot, &record, building.path())?;
+    // The compressed copy goes into place first: a raw file in the cache always has its
+    // compressed twin.
+    let zst = scratch.build_file(user_id);
+    compress(building.path(), zst.path())?;
+    std::fs::rename(zst.path(), &compressed).map_err(|e| FullSyncError::scratch(&compressed, e))?;
     std::fs::rename(building.path(), &cached).map_err(|e| FullSyncError::scratch(&cached, e))?;
-    let download = open(&cached)?.ok_or_else(|| {
+    let download = open(&cached, &compressed)?.ok_or_else(|| {
         FullSyncError::scratch(&cached, std::io::Error::other("vanished after building"))
     })?;
     tracing::info!(
@@ -94,18 +107,39 @@ pub(crate) fn prepare_download(
     Ok(download)
 }
 
-fn open(path: &Path) -> Result<Option<Download>, FullSyncError> {
-    match File::open(path) {
-        Ok(file) => {
-            let len = file
-                .metadata()
-                .map_err(|e| FullSyncError::scratch(path, e))?
-                .len();
-            Ok(Some(Download { file, len }))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(FullSyncError::scratch(path, e)),
-    }
+fn compressed_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(".zst");
+    name.into()
+}
+
+fn open(path: &Path, compressed: &Path) -> Result<Option<Download>, FullSyncError> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(FullSyncError::scratch(path, e)),
+    };
+    let len = file
+        .metadata()
+        .map_err(|e| FullSyncError::scratch(path, e))?
+        .len();
+    let compressed = File::open(compressed).map_err(|e| FullSyncError::scratch(compressed, e))?;
+    Ok(Some(Download {
+        file,
+        len,
+        compressed,
+    }))
+}
+
+fn compress(raw: &Path, dest: &Path) -> Result<(), FullSyncError> {
+    let input = File::open(raw).map_err(|e| FullSyncError::scratch(raw, e))?;
+    let output = File::create(dest).map_err(|e| FullSyncError::scratch(dest, e))?;
+    zstd::stream::copy_encode(
+        std::io::BufReader::with_capacity(256 * 1024, input),
+        std::io::BufWriter::with_capacity(256 * 1024, output),
+        CACHE_ZSTD_LEVEL,
+    )
+    .map_err(|e| FullSyncError::scratch(dest, e))
 }
 
 /// Write the collection into a new SQLite file at `path`: one transaction, no journal (the

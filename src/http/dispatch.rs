@@ -144,10 +144,11 @@ async fn api(
                     fullsync::prepare_download(&store, &scratch, user.id)
                 })
                 .await??;
-            return Ok(envelope::encode_file(
+            return Ok(envelope::encode_precompressed_file(
                 &request.envelope,
                 download.file,
                 download.len,
+                download.compressed,
             )?);
         }
         Method::Sync(method) => {

@@ -28,7 +28,7 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
 pub(crate) use query::decode_media_begin_query;
-pub(crate) use stream::{decode_post_to_file, encode_file};
+pub(crate) use stream::{decode_post_to_file, encode_file, encode_precompressed_file};
 
 /// The body type of every response: small replies are one buffer, full downloads a stream.
 pub(crate) type ResponseBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;

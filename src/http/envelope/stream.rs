@@ -223,26 +223,64 @@ pub(crate) fn encode_file(
             let _ = sender.blocking_send(Err(e));
         }
     });
-    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        receiver
-            .recv()
-            .await
-            .map(|item| (item.map(http_body::Frame::data), receiver))
-    });
     let mut builder = Response::builder().status(StatusCode::OK);
     if compress {
-        let len = u32::try_from(len).map_err(|_| {
-            EnvelopeError::Encode(format!(
-                "a {len}-byte file is too large for anki-original-size (u32)"
-            ))
-        })?;
-        builder = builder.header(ORIGINAL_SIZE_HEADER, len);
+        builder = builder.header(ORIGINAL_SIZE_HEADER, original_size(len)?);
     } else {
         builder = builder.header(http::header::CONTENT_LENGTH, len);
     }
     builder
-        .body(StreamBody::new(stream).boxed_unsync())
+        .body(StreamBody::new(frames(receiver)).boxed_unsync())
         .map_err(|e| EnvelopeError::Encode(e.to_string()))
+}
+
+/// A file whose zstd-compressed copy is already on disk (a cached full download), streamed
+/// without compressing anything: modern clients get `compressed` with `anki-original-size`,
+/// legacy ones the plain `file`.
+pub(crate) fn encode_precompressed_file(
+    envelope: &Envelope,
+    file: File,
+    len: u64,
+    compressed: File,
+) -> Result<Response<ResponseBody>, EnvelopeError> {
+    let mut builder = Response::builder().status(StatusCode::OK);
+    let source = if *envelope == Envelope::Modern {
+        builder = builder.header(ORIGINAL_SIZE_HEADER, original_size(len)?);
+        compressed
+    } else {
+        builder = builder.header(http::header::CONTENT_LENGTH, len);
+        file
+    };
+    let (sender, receiver) = mpsc::channel::<std::io::Result<Bytes>>(CHANNEL_DEPTH);
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = send_plain(source, &sender) {
+            tracing::warn!("sending a file failed: {e}");
+            let _ = sender.blocking_send(Err(e));
+        }
+    });
+    builder
+        .body(StreamBody::new(frames(receiver)).boxed_unsync())
+        .map_err(|e| EnvelopeError::Encode(e.to_string()))
+}
+
+/// The chunks a sending thread produces, as response body frames.
+fn frames(
+    receiver: mpsc::Receiver<std::io::Result<Bytes>>,
+) -> impl futures_util::Stream<Item = std::io::Result<http_body::Frame<Bytes>>> {
+    futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver
+            .recv()
+            .await
+            .map(|item| (item.map(http_body::Frame::data), receiver))
+    })
+}
+
+fn original_size(len: u64) -> Result<u32, EnvelopeError> {
+    u32::try_from(len).map_err(|_| {
+        EnvelopeError::Encode(format!(
+            "a {len}-byte file is too large for anki-original-size (u32)"
+        ))
+    })
 }
 
 fn send_plain(
