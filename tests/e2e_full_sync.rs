@@ -258,8 +258,12 @@ fn ours_cached_downloads_serve_both_kinds_of_client() {
     legacy.full_download().unwrap();
     let mut current = device(ClientVersion::Current, &server);
     current.full_download().unwrap();
-    assert_eq!(server.log().matches("full download from the cache").count(), 2);
+    // The first may also come from the cache: a download is prepared right after an upload.
+    assert!(server.log().matches("full download from the cache").count() >= 2);
     assert_eq!(a.dump(), first.dump());
     assert_eq!(a.dump(), current.dump());
-    assert_eq!(PortableDump::from(a.dump()), PortableDump::from(legacy.dump()));
+    assert_eq!(
+        PortableDump::from(a.dump()),
+        PortableDump::from(legacy.dump())
+    );
 }

@@ -423,6 +423,7 @@ where
     if reply == UploadReply::Ok {
         app.scratch.drop_downloads(user.id);
         app.janitor.notify_one();
+        prebuild_download(app, user);
     }
     let text = Bytes::from_static(reply.text().as_bytes());
     Ok(boxed(envelope::encode_ok(&request.envelope, text)?))
@@ -447,6 +448,25 @@ mod test_hooks {
 
     #[cfg(not(debug_assertions))]
     pub(super) fn crash_point(_when: &str, _method: SyncMethod) {}
+}
+
+/// After a full upload, the user's other devices come for a full download: build it now, in
+/// the user's actor (queued after nothing but this user's requests), so they find it ready
+/// instead of waiting for the build (benches/README.md, first download).
+fn prebuild_download(app: &App, user: UserRef) {
+    let (users, store, scratch) = (app.users.clone(), app.store.clone(), app.scratch.clone());
+    tokio::spawn(async move {
+        let built = users
+            .run(&user, move |_state| {
+                fullsync::prepare_download(&store, &scratch, user.id).map(|_| ())
+            })
+            .await;
+        match built {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("preparing the download after an upload: {e}"),
+            Err(e) => tracing::debug!("download not prepared: {e}"),
+        }
+    });
 }
 
 fn boxed(response: Response<Full<Bytes>>) -> Response<ResponseBody> {
