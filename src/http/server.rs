@@ -42,6 +42,11 @@ pub(crate) async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // Replies end with a small final chunk; without NODELAY it waits for the client's
+        // delayed ACK, about 20 ms per request (benches/README.md, media sync).
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, "cannot set TCP_NODELAY: {e}");
+        }
         let app = app.clone();
         let service = service_fn(move |request| {
             let app = app.clone();

@@ -14,11 +14,14 @@ a public method of Device below, answered by one JSON line on stdout:
 The process ends at the end of its input (or is killed by the harness).
 """
 
+import hashlib
 import ipaddress
 import json
 import os
+import random
 import shutil
 import sys
+import time
 import traceback
 from urllib.parse import urlsplit
 
@@ -438,6 +441,42 @@ class Device:
 
     def card_count(self):
         return self.col.card_count()
+
+    # -- media -----------------------------------------------------------------------------
+
+    def write_media(self, files):
+        """Writes each [name, size, seed] through the client's media API, which normalises
+        the name (NFC, …) as the GUI does when a file is added; the bytes are a deterministic
+        function of seed and size. Returns the names as stored."""
+        return [self.col.media.write_data(name, random.Random(seed).randbytes(size))
+                for name, size, seed in files]
+
+    def sync_media(self):
+        auth = self._auth()
+        if not V11:
+            # 2.1.49 syncs media in the foreground.
+            return self._in_sync_window(lambda: self.col.sync_media(auth))
+        self._client_call(lambda: self.col.sync_media(auth))
+        # The sync runs in the background; its status raises if it failed.
+        while self._client_call(self.col.media_sync_status).active:
+            time.sleep(0.05)
+
+    def media_files(self):
+        """{name: {"size": n, "sha1": hex}} of the files in the media folder."""
+        folder = self.col.media.dir()
+        out = {}
+        for name in os.listdir(folder):
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                with open(path, "rb") as f:
+                    data = f.read()
+                out[name] = {"size": len(data), "sha1": hashlib.sha1(data).hexdigest()}
+        return out
+
+    def trash_media(self, names):
+        """Deletes files as the GUI's Check Media does: moved to the trash and registered as
+        deletions for the next media sync."""
+        self.col.media.trash_files(names)
 
     def dump(self):
         def rows(columns, table):

@@ -1195,6 +1195,39 @@ impl Device {
         serde_json::from_value(self.command("card_count", json!({}))).expect("card count")
     }
 
+    /// Writes media files through the client's media API (which normalises names, e.g. to
+    /// NFC, as when a file is added in the GUI): each `(name, size, seed)` gets `size`
+    /// deterministic bytes. Returns the names as stored.
+    pub fn write_media(&mut self, files: &[(&str, usize, u64)]) -> Vec<String> {
+        let names = self.command("write_media", json!({ "files": files }));
+        serde_json::from_value(names).expect("media names")
+    }
+
+    /// A media sync, waited for until it has finished (or failed).
+    pub fn sync_media(&mut self) -> Result<(), SyncFailure> {
+        self.call("sync_media", json!({})).map(drop)
+    }
+
+    /// The files of the media folder: name → (size, sha1 hex).
+    pub fn media_files(&mut self) -> BTreeMap<String, (u64, String)> {
+        #[derive(Deserialize)]
+        struct MediaFile {
+            size: u64,
+            sha1: String,
+        }
+        let files: BTreeMap<String, MediaFile> =
+            serde_json::from_value(self.command("media_files", json!({}))).expect("media files");
+        files
+            .into_iter()
+            .map(|(name, f)| (name, (f.size, f.sha1)))
+            .collect()
+    }
+
+    /// Deletes media files and registers the deletions for the next media sync.
+    pub fn trash_media(&mut self, names: &[&str]) {
+        self.command("trash_media", json!({ "names": names }));
+    }
+
     pub fn dump(&mut self) -> CollectionDump {
         serde_json::from_value(self.command("dump", json!({}))).expect("collection dump")
     }
