@@ -7,36 +7,9 @@ mod support;
 use std::io::Write;
 
 use support::{
-    http_get, http_request, ChangesRequired, ClientVersion, Device, Server, ServerOptions,
+    http_get, http_request, multipart, post_multipart, ChangesRequired, ClientVersion, Device,
+    Server, ServerOptions,
 };
-
-const BOUNDARY: &str = "XyZbOuNdArY";
-
-/// A legacy (multipart) request body with the given fields.
-fn multipart(fields: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for (name, value) in fields {
-        body.extend_from_slice(
-            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n")
-                .as_bytes(),
-        );
-        body.extend_from_slice(value);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
-    body
-}
-
-fn post_multipart(server: &Server, path: &str, body: &[u8]) -> (u16, String) {
-    let content_type = format!("multipart/form-data; boundary={BOUNDARY}");
-    http_request(
-        &server.endpoint(),
-        "POST",
-        path,
-        &[("Content-Type", &content_type)],
-        body,
-    )
-}
 
 fn modern_header(host_key: &str, version: u8) -> String {
     format!(r#"{{"v":{version},"k":"{host_key}","c":"test","s":"abc"}}"#)
@@ -50,7 +23,7 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 
 fn login(server: &Server) -> String {
     let (status, body) = post_multipart(
-        server,
+        &server.endpoint(),
         "/sync/hostKey",
         &multipart(&[("c", b"0"), ("data", br#"{"u":"user","p":"pass"}"#)]),
     );
@@ -119,7 +92,7 @@ fn malformed_requests_get_clear_errors_and_change_nothing() {
         (
             "truncated multipart",
             post_multipart(
-                &server,
+                &server.endpoint(),
                 "/sync/meta",
                 &multipart(&[("k", key.as_bytes())])[..30],
             ),
@@ -129,7 +102,7 @@ fn malformed_requests_get_clear_errors_and_change_nothing() {
         (
             "gzip flag on plain data",
             post_multipart(
-                &server,
+                &server.endpoint(),
                 "/sync/meta",
                 &multipart(&[("k", key.as_bytes()), ("c", b"1"), ("data", b"{}")]),
             ),
@@ -154,7 +127,7 @@ fn malformed_requests_get_clear_errors_and_change_nothing() {
         (
             "streamed body over the limit",
             post_multipart(
-                &server,
+                &server.endpoint(),
                 "/sync/meta",
                 &multipart(&[("k", key.as_bytes()), ("c", b"0"), ("data", &big)]),
             ),
@@ -164,7 +137,7 @@ fn malformed_requests_get_clear_errors_and_change_nothing() {
         (
             "gzip bomb",
             post_multipart(
-                &server,
+                &server.endpoint(),
                 "/sync/meta",
                 &multipart(&[("k", key.as_bytes()), ("c", b"1"), ("data", &bomb)]),
             ),
@@ -174,7 +147,7 @@ fn malformed_requests_get_clear_errors_and_change_nothing() {
         (
             "JSON that does not parse",
             post_multipart(
-                &server,
+                &server.endpoint(),
                 "/sync/meta",
                 &multipart(&[("k", key.as_bytes()), ("c", b"0"), ("data", b"{")]),
             ),
@@ -184,7 +157,7 @@ fn malformed_requests_get_clear_errors_and_change_nothing() {
         (
             "login without a password",
             post_multipart(
-                &server,
+                &server.endpoint(),
                 "/sync/hostKey",
                 &multipart(&[("c", b"0"), ("data", br#"{"u":"user"}"#)]),
             ),
@@ -194,7 +167,7 @@ fn malformed_requests_get_clear_errors_and_change_nothing() {
         (
             "meta from a client speaking version 5",
             post_multipart(
-                &server,
+                &server.endpoint(),
                 "/sync/meta",
                 &multipart(&[
                     ("k", key.as_bytes()),
@@ -208,7 +181,7 @@ fn malformed_requests_get_clear_errors_and_change_nothing() {
         (
             "unknown host key",
             post_multipart(
-                &server,
+                &server.endpoint(),
                 "/sync/meta",
                 &multipart(&[("k", b"feedface"), ("c", b"0"), ("data", br#"{"v":10}"#)]),
             ),
@@ -243,7 +216,7 @@ fn malformed_requests_get_clear_errors_and_change_nothing() {
 
     // The well-formed request still works, in both envelopes.
     let (status, body) = post_multipart(
-        &server,
+        &server.endpoint(),
         "/sync/meta",
         &multipart(&[
             ("k", key.as_bytes()),

@@ -10,14 +10,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::{
-    http_get, http_request, http_request_raw, make_dataset, ChangesRequired, ClientVersion, Device,
-    Server, ServerOptions,
+    http_get, http_request_raw, make_dataset, multipart, post_multipart, ChangesRequired,
+    ClientVersion, Device, Server, ServerOptions,
 };
 
 const CORRUPT: &str = "Your upload was corrupt. Please use Check Database, or restore from backup.";
 const TOO_LARGE: &str = "collection exceeds size limit";
-const BOUNDARY: &str = "faultsBoundary";
-
 fn fixture(name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -67,35 +65,10 @@ fn scratch_uploads(server: &Server) -> Vec<String> {
 
 fn host_key(server: &Server) -> String {
     let body = multipart(&[("c", b"0"), ("data", br#"{"u":"user","p":"pass"}"#)]);
-    let (status, reply) = post_multipart(server, "/sync/hostKey", &body);
+    let (status, reply) = post_multipart(&server.endpoint(), "/sync/hostKey", &body);
     assert_eq!(status, 200, "{reply}");
     let reply: serde_json::Value = serde_json::from_str(&reply).unwrap();
     reply["key"].as_str().unwrap().to_string()
-}
-
-fn multipart(fields: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for (name, value) in fields {
-        body.extend_from_slice(
-            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n")
-                .as_bytes(),
-        );
-        body.extend_from_slice(value);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
-    body
-}
-
-fn post_multipart(server: &Server, path: &str, body: &[u8]) -> (u16, String) {
-    let content_type = format!("multipart/form-data; boundary={BOUNDARY}");
-    http_request(
-        &server.endpoint(),
-        "POST",
-        path,
-        &[("Content-Type", &content_type)],
-        body,
-    )
 }
 
 /// A v11 upload of `collection` (zstd-compressed here); returns the status and the reply
@@ -191,7 +164,7 @@ fn bad_uploads_are_refused_with_the_official_text_and_change_nothing() {
     assert_eq!((status, reply.as_str()), (200, TOO_LARGE), "zstd bomb");
     let bomb = gzip(&vec![0u8; 8 * 1024 * 1024]);
     let (status, reply) = post_multipart(
-        &server,
+        &server.endpoint(),
         "/sync/upload",
         &multipart(&[("k", key.as_bytes()), ("c", b"1"), ("data", &bomb)]),
     );
@@ -201,7 +174,7 @@ fn bad_uploads_are_refused_with_the_official_text_and_change_nothing() {
         "gzip bomb (legacy envelope)"
     );
     let (status, reply) = post_multipart(
-        &server,
+        &server.endpoint(),
         "/sync/upload",
         &multipart(&[("k", key.as_bytes()), ("c", b"0"), ("data", b"junk")]),
     );

@@ -8,35 +8,19 @@ use std::io::{Cursor, Read, Write};
 
 use ankisyncd::store::{BlobStats, Store};
 use serde_json::{json, Value};
-use support::{http_request, http_request_raw, ClientVersion, Device, Server, ServerOptions};
+use support::{
+    http_request, multipart, post_multipart, post_multipart_raw, ClientVersion, Device, Server,
+    ServerOptions,
+};
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipArchive, ZipWriter};
-
-const BOUNDARY: &str = "MeDiAbOuNdArY";
-
-fn multipart(fields: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for (name, value) in fields {
-        body.extend_from_slice(
-            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n")
-                .as_bytes(),
-        );
-        body.extend_from_slice(value);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
-    body
-}
 
 /// A legacy request: `sk` carries the key as legacy media clients send it; `data` is sent
 /// uncompressed (`c=0`).
 fn legacy(server: &Server, path: &str, key: &str, data: &[u8]) -> (u16, Vec<u8>) {
-    let content_type = format!("multipart/form-data; boundary={BOUNDARY}");
-    http_request_raw(
+    post_multipart_raw(
         &server.endpoint(),
-        "POST",
         path,
-        &[("Content-Type", &content_type)],
         &multipart(&[("c", b"0"), ("sk", key.as_bytes()), ("data", data)]),
     )
 }
@@ -49,13 +33,10 @@ fn legacy_json(server: &Server, path: &str, key: &str, data: &[u8]) -> (u16, Val
 }
 
 fn login(server: &Server, user: &str) -> String {
-    let content_type = format!("multipart/form-data; boundary={BOUNDARY}");
     let credentials = json!({"u": user, "p": "pass"}).to_string();
-    let (status, body) = http_request(
+    let (status, body) = post_multipart(
         &server.endpoint(),
-        "POST",
         "/sync/hostKey",
-        &[("Content-Type", &content_type)],
         &multipart(&[("c", b"0"), ("data", credentials.as_bytes())]),
     );
     assert_eq!(status, 200, "{body}");
@@ -125,12 +106,9 @@ fn the_media_protocol_by_hand_and_every_bad_input_refused() {
     assert_eq!(status, 200, "{body}");
     let begin: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(begin, json!({"data": {"usn": 0, "sk": key}, "err": ""}));
-    let content_type = format!("multipart/form-data; boundary={BOUNDARY}");
-    let (status, body) = http_request(
+    let (status, body) = post_multipart(
         &endpoint,
-        "POST",
         "/msync/begin",
-        &[("Content-Type", &content_type)],
         &multipart(&[("k", key.as_bytes()), ("v", b"anki,2.1.49")]),
     );
     assert_eq!(

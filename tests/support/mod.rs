@@ -262,6 +262,45 @@ pub fn http_request(
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// The boundary of the multipart bodies built by [`multipart`].
+pub const MULTIPART_BOUNDARY: &str = "ankisyncdTestBoundary";
+
+/// A legacy (`multipart/form-data`) request body with these fields, in this order, for
+/// hand-made legacy requests; send it with [`post_multipart`].
+pub fn multipart(fields: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!(
+                "--{MULTIPART_BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(value);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{MULTIPART_BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+/// POST a [`multipart`] body; the reply as bytes (legacy replies are never compressed).
+pub fn post_multipart_raw(endpoint: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let content_type = format!("multipart/form-data; boundary={MULTIPART_BOUNDARY}");
+    http_request_raw(
+        endpoint,
+        "POST",
+        path,
+        &[("Content-Type", &content_type)],
+        body,
+    )
+}
+
+/// POST a [`multipart`] body; the reply as text.
+pub fn post_multipart(endpoint: &str, path: &str, body: &[u8]) -> (u16, String) {
+    let (status, reply) = post_multipart_raw(endpoint, path, body);
+    (status, String::from_utf8_lossy(&reply).into_owned())
+}
+
 /// `http_request` with the response body as bytes (e.g. a zstd-compressed v11 reply).
 pub fn http_request_raw(
     endpoint: &str,
