@@ -1,11 +1,14 @@
 //! HTTP: accepting connections and shutting down (`server`), finding the handler for a path
 //! (`router`), the two request envelopes (`envelope`), calling the layers below
-//! (`dispatch`), the plain pages (`pages`), and the one mapping from errors to status codes
+//! (`dispatch`, with the collection-sync methods in `collection` and the media methods in
+//! `msync`), the plain pages (`pages`), and the one mapping from errors to status codes
 //! (`error`). Nothing here knows what a collection is.
 
+mod collection;
 mod dispatch;
 mod envelope;
 mod error;
+mod msync;
 mod pages;
 mod router;
 mod server;

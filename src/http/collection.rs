@@ -1,0 +1,202 @@
+//! The collection-sync methods over HTTP: the steps of a normal sync on the user's actor,
+//! and `upload`, whose body is streamed to a scratch file before the actor takes it in. Also
+//! the debug-build crash points the end-to-end tests use.
+
+use bytes::Bytes;
+use http::Response;
+
+use super::dispatch::{boxed, json, Context};
+use super::envelope::{self, Envelope, EnvelopeError, ResponseBody, SyncRequest};
+use super::error::ApiError;
+use crate::app::App;
+use crate::auth::UserRef;
+use crate::fullsync::{self, UploadReply};
+use crate::protocol::{
+    parse_json, ApplyChangesRequest, ApplyChunkRequest, ApplyGravesRequest, SanityCheckRequest,
+    StartRequest, SyncMethod,
+};
+use crate::sync;
+
+pub(in crate::http) use test_hooks::crash_point;
+
+/// The steps of a normal sync: each runs on the user's actor with the user's state.
+pub(super) async fn normal_sync(
+    app: &App,
+    user: &UserRef,
+    method: SyncMethod,
+    request: &SyncRequest,
+) -> Result<Bytes, ApiError> {
+    let store = app.store.clone();
+    let key = request.session_key.clone();
+    let body = &request.body;
+    match method {
+        SyncMethod::Start => {
+            let start: StartRequest = parse_json(body).map_err(ApiError::BadJson)?;
+            let memory_rows = app.stage_memory_rows;
+            run_json(app, user, move |state| {
+                sync::start(&store, state, &key, start, memory_rows)
+            })
+            .await
+        }
+        SyncMethod::ApplyGraves => {
+            let graves: ApplyGravesRequest = parse_json(body).map_err(ApiError::BadJson)?;
+            run_json(app, user, move |state| {
+                sync::apply_graves(&store, state, &key, graves)
+            })
+            .await
+        }
+        SyncMethod::ApplyChanges => {
+            let changes: ApplyChangesRequest = parse_json(body).map_err(ApiError::BadJson)?;
+            run_json(app, user, move |state| {
+                sync::apply_changes(&store, state, &key, changes)
+            })
+            .await
+        }
+        SyncMethod::Chunk => {
+            run_json(app, user, move |state| sync::chunk(&store, state, &key)).await
+        }
+        SyncMethod::ApplyChunk => {
+            let chunk: ApplyChunkRequest = parse_json(body).map_err(ApiError::BadJson)?;
+            run_json(app, user, move |state| {
+                sync::apply_chunk(&store, state, &key, chunk)
+            })
+            .await
+        }
+        SyncMethod::SanityCheck2 => {
+            let check: SanityCheckRequest = parse_json(body).map_err(ApiError::BadJson)?;
+            run_json(app, user, move |state| {
+                sync::sanity_check(&store, state, &key, check)
+            })
+            .await
+        }
+        SyncMethod::Finish => {
+            run_json(app, user, move |state| {
+                sync::finish(&store, state, &key, crate::clock::now_millis())
+            })
+            .await
+        }
+        SyncMethod::Abort => run_json(app, user, move |state| sync::abort(&store, state)).await,
+        // Served elsewhere in this module.
+        SyncMethod::HostKey | SyncMethod::Meta | SyncMethod::Upload | SyncMethod::Download => Err(
+            sync::SyncError::Internal(format!("{} routed to normal sync", method.name())).into(),
+        ),
+    }
+}
+
+async fn run_json<T: serde::Serialize + Send + 'static>(
+    app: &App,
+    user: &UserRef,
+    job: impl FnOnce(&mut sync::UserState) -> Result<T, sync::SyncError> + Send + 'static,
+) -> Result<Bytes, ApiError> {
+    let reply = app.users.run(user, job).await??;
+    json(&reply)
+}
+
+/// `upload`: the body goes straight into a scratch file (never into memory), then the user's
+/// actor checks it and takes it in. Every outcome the client should show is HTTP 200 with
+/// the official text (protocol.md §4.10).
+pub(super) async fn upload<B>(
+    app: &App,
+    headers: &http::HeaderMap,
+    body: B,
+    context: &mut Context,
+) -> Result<Response<ResponseBody>, ApiError>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    // A modern client's key is in the header: refuse a stranger before a byte reaches disk.
+    let envelope = if let Some(key) = envelope::header_host_key(headers)? {
+        context.user = Some(app.users.resolve(&key).await?);
+        Envelope::Modern
+    } else {
+        Envelope::Legacy
+    };
+    let file = app.scratch.upload_file();
+    let (request, bytes) =
+        match envelope::decode_post_to_file(headers, body, &app.limits, file.path()).await {
+            Ok(decoded) => decoded,
+            Err(EnvelopeError::TooLarge { .. } | EnvelopeError::DecompressedTooLarge { .. }) => {
+                let text = UploadReply::TooLarge.text();
+                tracing::warn!(
+                    user = context.user.as_ref().map(|u| &*u.name),
+                    "full upload refused: {text}"
+                );
+                return Ok(boxed(envelope::encode_ok(
+                    &envelope,
+                    Bytes::from_static(text.as_bytes()),
+                )?));
+            }
+            Err(e) => return Err(e.into()),
+        };
+    context.client = request.client_version.clone();
+    let user = match context.user.clone() {
+        Some(user) => user,
+        None => app.users.resolve(&request.host_key).await?,
+    };
+    context.user = Some(user.clone());
+    // The official server refuses a body of the cap or more (protocol.md §1.5).
+    let reply = if bytes >= app.limits.max_decompressed {
+        UploadReply::TooLarge
+    } else {
+        let (store, path, keep) = (
+            app.store.clone(),
+            file.path().to_path_buf(),
+            app.keep_generations,
+        );
+        app.users
+            .run(&user, move |state| {
+                state.discard_session();
+                fullsync::receive_upload(&store, user.id, &path, keep, crate::clock::now_millis())
+            })
+            .await??
+    };
+    drop(file);
+    if reply == UploadReply::Ok {
+        app.scratch.drop_downloads(user.id);
+        app.janitor.notify_one();
+        prebuild_download(app, user);
+    }
+    let text = Bytes::from_static(reply.text().as_bytes());
+    Ok(boxed(envelope::encode_ok(&request.envelope, text)?))
+}
+
+/// Lets the end-to-end tests kill the server at a chosen step of a sync (as a power cut
+/// would) to prove a sync is all or nothing. Debug builds only; release binaries have no
+/// such knob.
+mod test_hooks {
+    use crate::protocol::SyncMethod;
+
+    #[cfg(debug_assertions)]
+    pub(in crate::http) fn crash_point(when: &str, method: SyncMethod) {
+        // e.g. TEST_ANKISYNCD_CRASH=after:finish
+        if std::env::var("TEST_ANKISYNCD_CRASH").ok().as_deref()
+            == Some(&format!("{when}:{}", method.name()))
+        {
+            tracing::warn!("test crash point {when}:{} reached", method.name());
+            std::process::abort();
+        }
+    }
+
+    #[cfg(not(debug_assertions))]
+    pub(in crate::http) fn crash_point(_when: &str, _method: SyncMethod) {}
+}
+
+/// After a full upload, the user's other devices come for a full download: build it now, in
+/// the user's actor (queued after nothing but this user's requests), so they find it ready
+/// instead of waiting for the build (benches/README.md, first download).
+fn prebuild_download(app: &App, user: UserRef) {
+    let (users, store, scratch) = (app.users.clone(), app.store.clone(), app.scratch.clone());
+    tokio::spawn(async move {
+        let built = users
+            .run(&user, move |_state| {
+                fullsync::prepare_download(&store, &scratch, user.id).map(|_| ())
+            })
+            .await;
+        match built {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("preparing the download after an upload: {e}"),
+            Err(e) => tracing::debug!("download not prepared: {e}"),
+        }
+    });
+}

@@ -1,0 +1,131 @@
+//! The media methods over HTTP (`/msync/…`): each runs on the user's MEDIA actor, never
+//! behind the user's collection sync; `uploadChanges` streams its zip to a scratch file first.
+
+use bytes::Bytes;
+use http::Response;
+
+use super::dispatch::{boxed, json, Context};
+use super::envelope::{self, ResponseBody, SyncRequest};
+use super::error::ApiError;
+use crate::app::App;
+use crate::auth::UserRef;
+use crate::media;
+use crate::protocol::{parse_json, MediaMethod};
+use crate::store::Store;
+use crate::sync;
+
+/// A media method other than `uploadChanges`, on the user's media actor (never behind the
+/// user's collection sync).
+pub(super) async fn media_sync(
+    app: &App,
+    user: &UserRef,
+    method: MediaMethod,
+    request: SyncRequest,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let store = app.store.clone();
+    let body = match method {
+        MediaMethod::Begin => {
+            // Legacy clients send the version as a form field or query parameter (spec §2).
+            let begin = match request.legacy_media_version.clone() {
+                Some(version) => media::BeginRequest {
+                    client_version: version,
+                },
+                None => parse_json(&request.body).map_err(ApiError::BadJson)?,
+            };
+            let key = request.host_key.clone();
+            run_media_json(app, user, move |state| {
+                media::begin(&store, state, &begin, key)
+            })
+            .await?
+        }
+        MediaMethod::MediaChanges => {
+            media_json(app, user, &request.body, media::media_changes).await?
+        }
+        MediaMethod::MediaSanity => {
+            media_json(app, user, &request.body, media::media_sanity).await?
+        }
+        MediaMethod::DownloadFiles => {
+            let files: media::DownloadFilesRequest =
+                parse_json(&request.body).map_err(ApiError::BadJson)?;
+            let scratch = app.scratch.build_file(user.id);
+            let path = scratch.path().to_path_buf();
+            let zip = app
+                .media
+                .run(user, move |state| {
+                    media::download_files(&store, state, &files, &path)
+                })
+                .await??;
+            // The open file outlives its name: the guard unlinks it, the stream reads on.
+            drop(scratch);
+            return Ok(envelope::encode_file(&request.envelope, zip.file, zip.len)?);
+        }
+        MediaMethod::UploadChanges => {
+            return Err(sync::SyncError::Internal("uploadChanges routed as JSON".into()).into())
+        }
+    };
+    Ok(boxed(envelope::encode_ok(&request.envelope, body)?))
+}
+
+/// A media method whose request is JSON and whose reply is the JSON envelope.
+async fn media_json<R, T>(
+    app: &App,
+    user: &UserRef,
+    body: &Bytes,
+    handler: fn(&Store, &media::MediaState, &R) -> Result<T, media::MediaError>,
+) -> Result<Bytes, ApiError>
+where
+    R: serde::de::DeserializeOwned + Send + 'static,
+    T: serde::Serialize + Send + 'static,
+{
+    let request: R = parse_json(body).map_err(ApiError::BadJson)?;
+    let store = app.store.clone();
+    run_media_json(app, user, move |state| handler(&store, state, &request)).await
+}
+
+async fn run_media_json<T: serde::Serialize + Send + 'static>(
+    app: &App,
+    user: &UserRef,
+    job: impl FnOnce(&mut media::MediaState) -> Result<T, media::MediaError> + Send + 'static,
+) -> Result<Bytes, ApiError> {
+    let reply = app.media.run(user, job).await??;
+    json(&reply)
+}
+
+/// `uploadChanges`: the zip goes straight into a scratch file, then the user's media actor
+/// checks it and takes it in, all or nothing.
+pub(super) async fn media_upload<B>(
+    app: &App,
+    headers: &http::HeaderMap,
+    body: B,
+    context: &mut Context,
+) -> Result<Response<ResponseBody>, ApiError>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    // A modern client's key is in the header: refuse a stranger before a byte reaches disk.
+    if let Some(key) = envelope::header_host_key(headers)? {
+        context.user = Some(app.media.resolve(&key).await?);
+    }
+    let file = app.scratch.upload_file();
+    let (request, _) =
+        envelope::decode_post_to_file(headers, body, &app.limits, file.path()).await?;
+    context.client = request.client_version.clone();
+    let user = match context.user.clone() {
+        Some(user) => user,
+        None => app.media.resolve(&request.host_key).await?,
+    };
+    context.user = Some(user.clone());
+    let (store, path) = (app.store.clone(), file.path().to_path_buf());
+    let reply = app
+        .media
+        .run(&user, move |state| {
+            media::upload_changes(&store, state, &path)
+        })
+        .await??;
+    drop(file);
+    Ok(boxed(envelope::encode_ok(
+        &request.envelope,
+        json(&reply)?,
+    )?))
+}
