@@ -5,8 +5,8 @@
 use bytes::Bytes;
 use http::Response;
 
-use super::dispatch::{boxed, json, Context};
-use super::envelope::{self, Envelope, EnvelopeError, ResponseBody, SyncRequest};
+use super::dispatch::{boxed, json, receive_file, Context, OverLimit, ReceivedFile};
+use super::envelope::{self, ResponseBody, SyncRequest};
 use super::error::ApiError;
 use crate::app::App;
 use crate::auth::UserRef;
@@ -105,36 +105,23 @@ where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    // A modern client's key is in the header: refuse a stranger before a byte reaches disk.
-    let envelope = if let Some(key) = envelope::header_host_key(headers)? {
-        context.user = Some(app.users.resolve(&key).await?);
-        Envelope::Modern
-    } else {
-        Envelope::Legacy
+    let ReceivedFile {
+        request,
+        bytes,
+        file,
+        user,
+    } = match receive_file(app, headers, body, context).await? {
+        Ok(received) => received,
+        Err(OverLimit { envelope, .. }) => {
+            let text = UploadReply::TooLarge.text();
+            tracing::warn!(
+                user = context.user.as_ref().map(|u| &*u.name),
+                "full upload refused: {text}"
+            );
+            let text = Bytes::from_static(text.as_bytes());
+            return Ok(boxed(envelope::encode_ok(&envelope, text)?));
+        }
     };
-    let file = app.scratch.upload_file();
-    let (request, bytes) =
-        match envelope::decode_post_to_file(headers, body, &app.limits, file.path()).await {
-            Ok(decoded) => decoded,
-            Err(EnvelopeError::TooLarge { .. } | EnvelopeError::DecompressedTooLarge { .. }) => {
-                let text = UploadReply::TooLarge.text();
-                tracing::warn!(
-                    user = context.user.as_ref().map(|u| &*u.name),
-                    "full upload refused: {text}"
-                );
-                return Ok(boxed(envelope::encode_ok(
-                    &envelope,
-                    Bytes::from_static(text.as_bytes()),
-                )?));
-            }
-            Err(e) => return Err(e.into()),
-        };
-    context.client = request.client_version.clone();
-    let user = match context.user.clone() {
-        Some(user) => user,
-        None => app.users.resolve(&request.host_key).await?,
-    };
-    context.user = Some(user.clone());
     // The official server refuses a body of the cap or more (protocol.md §1.5).
     let reply = if bytes >= app.limits.max_decompressed {
         UploadReply::TooLarge

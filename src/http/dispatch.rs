@@ -12,7 +12,7 @@ use http::{header, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
-use super::envelope::{self, ResponseBody, SyncRequest};
+use super::envelope::{self, Envelope, EnvelopeError, ResponseBody, SyncRequest};
 use super::error::{plain, ApiError};
 use super::pages;
 use super::router::{route, Route};
@@ -165,6 +165,65 @@ async fn api(
         }
     };
     Ok(boxed(envelope::encode_ok(&request.envelope, body)?))
+}
+
+/// A request whose body is a file (a full upload, a media zip), received into a scratch file.
+pub(super) struct ReceivedFile {
+    pub request: SyncRequest,
+    /// Decompressed bytes written.
+    pub bytes: u64,
+    pub file: fullsync::ScratchFile,
+    pub user: UserRef,
+}
+
+/// Why a file body was not received: it passed a size limit, in this envelope.
+pub(super) struct OverLimit {
+    pub envelope: Envelope,
+    pub error: EnvelopeError,
+}
+
+/// Receive a file body: a modern client's key is in its header, so a stranger is refused
+/// before a byte reaches disk; then the body is streamed (decompressed) into a scratch file,
+/// and a legacy client, whose key is in the body, is authenticated after it. Every user lookup
+/// goes through the same directory, so either supervisor's handle would do.
+pub(super) async fn receive_file<B>(
+    app: &App,
+    headers: &http::HeaderMap,
+    body: B,
+    context: &mut Context,
+) -> Result<Result<ReceivedFile, OverLimit>, ApiError>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let envelope = if let Some(key) = envelope::header_host_key(headers)? {
+        context.user = Some(app.users.resolve(&key).await?);
+        Envelope::Modern
+    } else {
+        Envelope::Legacy
+    };
+    let file = app.scratch.upload_file();
+    let (request, bytes) =
+        match envelope::decode_post_to_file(headers, body, &app.limits, file.path()).await {
+            Ok(decoded) => decoded,
+            Err(
+                error @ (EnvelopeError::TooLarge { .. }
+                | EnvelopeError::DecompressedTooLarge { .. }),
+            ) => return Ok(Err(OverLimit { envelope, error })),
+            Err(e) => return Err(e.into()),
+        };
+    context.client = request.client_version.clone();
+    let user = match context.user.clone() {
+        Some(user) => user,
+        None => app.users.resolve(&request.host_key).await?,
+    };
+    context.user = Some(user.clone());
+    Ok(Ok(ReceivedFile {
+        request,
+        bytes,
+        file,
+        user,
+    }))
 }
 
 pub(super) fn boxed(response: Response<Full<Bytes>>) -> Response<ResponseBody> {

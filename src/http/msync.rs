@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http::Response;
 
-use super::dispatch::{boxed, json, Context};
+use super::dispatch::{boxed, json, receive_file, Context, OverLimit, ReceivedFile};
 use super::envelope::{self, ResponseBody, SyncRequest};
 use super::error::ApiError;
 use crate::app::App;
@@ -103,19 +103,15 @@ where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    // A modern client's key is in the header: refuse a stranger before a byte reaches disk.
-    if let Some(key) = envelope::header_host_key(headers)? {
-        context.user = Some(app.media.resolve(&key).await?);
-    }
-    let file = app.scratch.upload_file();
-    let (request, _) =
-        envelope::decode_post_to_file(headers, body, &app.limits, file.path()).await?;
-    context.client = request.client_version.clone();
-    let user = match context.user.clone() {
-        Some(user) => user,
-        None => app.media.resolve(&request.host_key).await?,
+    let ReceivedFile {
+        request,
+        file,
+        user,
+        ..
+    } = match receive_file(app, headers, body, context).await? {
+        Ok(received) => received,
+        Err(OverLimit { error, .. }) => return Err(error.into()),
     };
-    context.user = Some(user.clone());
     let (store, path) = (app.store.clone(), file.path().to_path_buf());
     let reply = app
         .media
