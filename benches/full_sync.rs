@@ -30,6 +30,10 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+mod common;
+
+use common::{cpu_secs, median_of, reset_peak_rss, rounds, status_mb, BenchServer};
+
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{Read, Write};
@@ -57,70 +61,6 @@ const FLOOR_RUNS: usize = 3;
 /// Bound on the loopback copy (a few hundred MB/s at the very least).
 const COPY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A server as this benchmark needs it: the scenario interface plus its process.
-trait BenchServer: SyncServer {
-    fn pid(&self) -> u32;
-    fn log(&self) -> String;
-    fn stop(&mut self);
-}
-
-impl BenchServer for Server {
-    fn pid(&self) -> u32 {
-        Server::pid(self)
-    }
-    fn log(&self) -> String {
-        Server::log(self)
-    }
-    fn stop(&mut self) {
-        Server::stop(self);
-    }
-}
-
-impl BenchServer for OfficialServer {
-    fn pid(&self) -> u32 {
-        OfficialServer::pid(self)
-    }
-    fn log(&self) -> String {
-        OfficialServer::log(self)
-    }
-    fn stop(&mut self) {
-        OfficialServer::stop(self);
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// /proc
-
-/// User + system CPU seconds of process `pid`, all its threads included.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
-        .unwrap_or_else(|e| panic!("read /proc/{pid}/stat: {e}"));
-    // The command name (field 2) is in parentheses and may contain spaces: count fields
-    // from the last ')'. After it come state (field 3) ... utime (14) and stime (15).
-    let rest = &stat[stat.rfind(')').expect("comm in /proc/PID/stat") + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> f64 { fields[i].parse::<u64>().expect("clock ticks") as f64 };
-    // SAFETY: sysconf only reads a system constant.
-    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (ticks(11) + ticks(12)) / per_sec
-}
-
-/// A `kB` line of `/proc/PID/status` (`VmRSS`, `VmHWM`), in MB.
-fn status_mb(pid: u32, key: &str) -> f64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
-    let line = status
-        .lines()
-        .find(|line| line.starts_with(&format!("{key}:")))
-        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"));
-    let kb: f64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("bad {key} line: {line}"));
-    kb / 1000.0
-}
-
 // ---------------------------------------------------------------------------------------
 // Measurements
 
@@ -133,12 +73,6 @@ struct Op {
     /// The server's peak RSS during this operation (since the previous operation if the
     /// kernel refused to reset the mark, see [`reset_peak_rss`]).
     server_peak_mb: f64,
-}
-
-/// Resets the process's `VmHWM` to its current RSS (`clear_refs` value 5, Linux ≥ 4.0), so
-/// that the next reading is the peak of one operation rather than of the process's life.
-fn reset_peak_rss(pid: u32) -> bool {
-    fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
 }
 
 fn timed(server_pid: u32, client_pid: u32, op: impl FnOnce()) -> Op {
@@ -528,17 +462,6 @@ fn targets(sizes: &[(usize, Run, Run)]) -> String {
 
 /// Rounds per server and size (`FULL_SYNC_ROUNDS`, default 3); each metric is reported as
 /// the median over rounds, as single transfers vary by tens of percent on a shared machine.
-fn rounds() -> usize {
-    match std::env::var("FULL_SYNC_ROUNDS") {
-        Ok(n) => n
-            .parse()
-            .ok()
-            .filter(|&n| n > 0)
-            .unwrap_or_else(|| panic!("FULL_SYNC_ROUNDS must be a positive number: {n:?}")),
-        Err(_) => 3,
-    }
-}
-
 /// The 1, 5 and 15 minute load averages: other work on the machine skews every number.
 fn load_average() -> String {
     fs::read_to_string("/proc/loadavg")
@@ -549,16 +472,6 @@ fn load_average() -> String {
                 .join(" ")
         })
         .unwrap_or_default()
-}
-
-fn median_of(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    }
 }
 
 /// Each metric's median over `runs` (metric by metric, so the result need not be one of
@@ -595,7 +508,7 @@ fn main() {
     }
     let datasets: Vec<(usize, PathBuf)> = SIZES.iter().map(|&n| (n, dataset(n))).collect();
     let options = ServerOptions::with_user(USER, PASSWORD);
-    let rounds = rounds();
+    let rounds = rounds("FULL_SYNC_ROUNDS");
     eprintln!("load average before: {}", load_average());
 
     // Rounds alternate the servers, so that a slow spell of the machine (other jobs on it)

@@ -17,8 +17,11 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+mod common;
+
+use common::{cpu_secs, median_of, reset_peak_rss, rounds, status_mb, BenchServer};
+
 use std::fmt::Write as _;
-use std::fs;
 use std::time::{Duration, Instant};
 
 use support::{ClientVersion, Device, OfficialServer, Server, ServerOptions, SyncServer};
@@ -28,52 +31,6 @@ const PASSWORD: &str = "bench";
 const DEVICE_TIMEOUT: Duration = Duration::from_secs(600);
 const MB: f64 = 1e6;
 
-trait BenchServer: SyncServer {
-    fn pid(&self) -> u32;
-    fn stop(&mut self);
-}
-
-impl BenchServer for Server {
-    fn pid(&self) -> u32 {
-        Server::pid(self)
-    }
-    fn stop(&mut self) {
-        Server::stop(self);
-    }
-}
-
-impl BenchServer for OfficialServer {
-    fn pid(&self) -> u32 {
-        OfficialServer::pid(self)
-    }
-    fn stop(&mut self) {
-        OfficialServer::stop(self);
-    }
-}
-
-/// User + system CPU seconds of process `pid`.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
-    // Fields after the parenthesised command name: utime and stime are the 12th and 13th.
-    let rest = &stat[stat.rfind(')').expect("comm") + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields[i].parse::<u64>().expect("clock ticks") as f64;
-    // SAFETY: sysconf only reads a system constant.
-    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (ticks(11) + ticks(12)) / per_sec
-}
-
-/// Peak resident memory of `pid` since the last reset, in MB.
-fn peak_rss_mb(pid: u32) -> f64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
-    let kb: f64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        .expect("VmHWM");
-    kb / 1000.0
-}
-
 #[derive(Clone, Copy, Debug, Default)]
 struct Transfer {
     wall: f64,
@@ -82,15 +39,14 @@ struct Transfer {
 }
 
 fn timed(pid: u32, op: impl FnOnce()) -> Transfer {
-    // Resets VmHWM to the current RSS (Linux ≥ 4.0), so the reading is this transfer's peak.
-    let _ = fs::write(format!("/proc/{pid}/clear_refs"), "5");
+    reset_peak_rss(pid);
     let cpu = cpu_secs(pid);
     let started = Instant::now();
     op();
     Transfer {
         wall: started.elapsed().as_secs_f64(),
         server_cpu: cpu_secs(pid) - cpu,
-        server_peak_mb: peak_rss_mb(pid),
+        server_peak_mb: status_mb(pid, "VmHWM"),
     }
 }
 
@@ -160,32 +116,11 @@ fn run(server: &mut impl BenchServer, data: &DataSet) -> (Transfer, Transfer) {
     (upload, download)
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    }
-}
-
 fn median_transfer(runs: &[Transfer]) -> Transfer {
     Transfer {
-        wall: median(runs.iter().map(|t| t.wall).collect()),
-        server_cpu: median(runs.iter().map(|t| t.server_cpu).collect()),
-        server_peak_mb: median(runs.iter().map(|t| t.server_peak_mb).collect()),
-    }
-}
-
-fn rounds() -> usize {
-    match std::env::var("MEDIA_SYNC_ROUNDS") {
-        Ok(n) => n
-            .parse()
-            .ok()
-            .filter(|&n| n > 0)
-            .unwrap_or_else(|| panic!("MEDIA_SYNC_ROUNDS must be a positive number: {n:?}")),
-        Err(_) => 3,
+        wall: median_of(runs.iter().map(|t| t.wall).collect()),
+        server_cpu: median_of(runs.iter().map(|t| t.server_cpu).collect()),
+        server_peak_mb: median_of(runs.iter().map(|t| t.server_peak_mb).collect()),
     }
 }
 
@@ -232,7 +167,7 @@ fn main() {
         );
     }
     let options = ServerOptions::with_user(USER, PASSWORD);
-    let rounds = rounds();
+    let rounds = rounds("MEDIA_SYNC_ROUNDS");
     let mut official: Vec<Vec<(Transfer, Transfer)>> = vec![Vec::new(); data_sets.len()];
     let mut ours: Vec<Vec<(Transfer, Transfer)>> = vec![Vec::new(); data_sets.len()];
     for round in 1..=rounds {
