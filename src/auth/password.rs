@@ -25,9 +25,16 @@ pub fn hash_password(password: &str) -> Result<String, PasswordError> {
 
 /// Check that a string is a PHC hash we can verify, for `PASSWORDS_HASHED` input.
 pub fn check_phc(phc: &str) -> Result<(), PasswordError> {
+    parse_supported(phc).map(|_| ())
+}
+
+/// Parse a PHC string whose algorithm we can verify.
+fn parse_supported(phc: &str) -> Result<PasswordHash<'_>, PasswordError> {
     let parsed = PasswordHash::new(phc).map_err(|e| PasswordError::Malformed(e.to_string()))?;
     match parsed.algorithm.as_str() {
-        "argon2id" | "argon2i" | "argon2d" | "pbkdf2-sha256" | "pbkdf2-sha512" | "pbkdf2" => Ok(()),
+        "argon2id" | "argon2i" | "argon2d" | "pbkdf2-sha256" | "pbkdf2-sha512" | "pbkdf2" => {
+            Ok(parsed)
+        }
         other => Err(PasswordError::Unsupported(other.to_string())),
     }
 }
@@ -35,8 +42,7 @@ pub fn check_phc(phc: &str) -> Result<(), PasswordError> {
 /// True if `password` matches `phc`. A malformed stored hash is an error, not a mismatch,
 /// so it shows up in the log instead of as a mysterious failed login.
 pub fn verify_password(password: &str, phc: &str) -> Result<bool, PasswordError> {
-    check_phc(phc)?;
-    let parsed = PasswordHash::new(phc).map_err(|e| PasswordError::Malformed(e.to_string()))?;
+    let parsed = parse_supported(phc)?;
     let verifiers: [&dyn PasswordVerifier; 2] = [&Argon2::default(), &pbkdf2::Pbkdf2];
     Ok(parsed
         .verify_password(&verifiers, password.as_bytes())
