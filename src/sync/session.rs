@@ -42,11 +42,14 @@ pub(crate) struct SyncSession {
     pub stage: Stage,
 }
 
-/// A row as it will be after the sync, and whether it existed before (for the counts).
+/// A row as it will be after the sync, whether it existed before (for the counts), and
+/// whether this sync changed it: entries read only to compare against stay unwritten, so
+/// `finish` rewrites (and re-indexes) nothing the client did not change.
 #[derive(Debug)]
 struct Staged<T> {
     existed: bool,
     after: Option<T>,
+    changed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -76,17 +79,17 @@ impl SyncSession {
         let generation = self.generation;
         let user = self.user_id;
         for id in &graves.notes {
-            self.stage.note(snapshot, user, generation, *id)?.after = None;
+            self.stage.note(snapshot, user, generation, *id)?.set(None);
             self.stage.graves.insert((GRAVE_NOTE, *id));
         }
         for id in &graves.cards {
-            self.stage.card(snapshot, user, generation, *id)?.after = None;
+            self.stage.card(snapshot, user, generation, *id)?.set(None);
             self.stage.graves.insert((GRAVE_CARD, *id));
         }
         for id in &graves.decks {
             self.stage
                 .object(snapshot, generation, ObjectKind::Deck, &id.to_string())?
-                .after = None;
+                .set(None);
             self.stage.graves.insert((GRAVE_DECK, *id));
         }
         Ok(())
@@ -135,10 +138,10 @@ impl SyncSession {
             let staged = self
                 .stage
                 .object(snapshot, generation, ObjectKind::Tag, &tag)?;
-            staged.after = Some(ObjectRecord {
+            staged.set(Some(ObjectRecord {
                 usn,
                 json: String::new(),
-            });
+            }));
         }
         if let Some(created) = changes.created_secs {
             self.stage.created_secs = Some(created);
@@ -181,10 +184,10 @@ impl SyncSession {
             check(&existing, &incoming)?;
         }
         incoming.insert("usn".into(), usn.into());
-        staged.after = Some(ObjectRecord {
+        staged.set(Some(ObjectRecord {
             usn,
             json: Value::Object(incoming).to_string(),
-        });
+        }));
         Ok(())
     }
 
@@ -219,7 +222,7 @@ impl SyncSession {
                 card.modified,
             ) {
                 card.usn = usn;
-                staged.after = Some(card);
+                staged.set(Some(card));
             }
         }
         for row in &chunk.notes {
@@ -250,7 +253,9 @@ impl SyncSession {
                 })?;
             prepare_note(id, &mut note, &notetype.json)?;
             note.usn = usn;
-            self.stage.note(snapshot, user, generation, id)?.after = Some(note);
+            self.stage
+                .note(snapshot, user, generation, id)?
+                .set(Some(note));
         }
         Ok(())
     }
@@ -323,14 +328,22 @@ impl SyncSession {
         }
         let mut rows =
             Vec::with_capacity(stage.notes.len() + stage.cards.len() + stage.revlog.len());
-        for (id, s) in std::mem::take(&mut stage.notes) {
+        // Unchanged entries are dropped, not spilled: they are the live rows, read again
+        // when touched.
+        for (id, s) in std::mem::take(&mut stage.notes)
+            .into_iter()
+            .filter(|(_, s)| s.changed)
+        {
             let row = SpilledRow::Note {
                 existed: s.existed,
                 after: s.after,
             };
             rows.push((RowKind::Note as u8, id, row));
         }
-        for (id, s) in std::mem::take(&mut stage.cards) {
+        for (id, s) in std::mem::take(&mut stage.cards)
+            .into_iter()
+            .filter(|(_, s)| s.changed)
+        {
             let row = SpilledRow::Card {
                 existed: s.existed,
                 after: s.after,
@@ -357,17 +370,20 @@ impl SyncSession {
             notes: stage
                 .notes
                 .into_iter()
+                .filter(|(_, s)| s.changed)
                 .map(|(id, s)| (id, s.after))
                 .collect(),
             cards: stage
                 .cards
                 .into_iter()
+                .filter(|(_, s)| s.changed)
                 .map(|(id, s)| (id, s.after))
                 .collect(),
             revlog: stage.revlog.into_iter().collect(),
             objects: stage
                 .objects
                 .into_iter()
+                .filter(|(_, (_, s))| s.changed)
                 .map(|((_, key), (kind, s))| (kind, key, s.after))
                 .collect(),
             config: stage.config,
@@ -410,7 +426,11 @@ impl Stage {
                 if let Some(SpilledRow::Note { existed, after }) =
                     snapshot.staged(user_id, RowKind::Note as u8, id)?
                 {
-                    return Ok(Staged { existed, after });
+                    return Ok(Staged {
+                        existed,
+                        after,
+                        changed: true,
+                    });
                 }
             }
             Ok(Staged::from_live(snapshot.note(generation, id)?))
@@ -430,7 +450,11 @@ impl Stage {
                 if let Some(SpilledRow::Card { existed, after }) =
                     snapshot.staged(user_id, RowKind::Card as u8, id)?
                 {
-                    return Ok(Staged { existed, after });
+                    return Ok(Staged {
+                        existed,
+                        after,
+                        changed: true,
+                    });
                 }
             }
             Ok(Staged::from_live(snapshot.card(generation, id)?))
@@ -456,10 +480,17 @@ impl Stage {
 }
 
 impl<T> Staged<T> {
+    /// What the sync makes of the row (`None` deletes it).
+    fn set(&mut self, after: Option<T>) {
+        self.after = after;
+        self.changed = true;
+    }
+
     fn from_live(live: Option<T>) -> Self {
         Staged {
             existed: live.is_some(),
             after: live,
+            changed: false,
         }
     }
 }
