@@ -398,6 +398,53 @@ fn collection_objects_propagate(server: &mut impl SyncServer) {
     assert_eq!(dump.config["e2eObject"], json!({"changed": "on B"}));
 }
 
+/// Scenario: both devices create a deck of one name (differing only in case, which the
+/// collection ignores) and a notetype of one name. Observed on the official server: the
+/// object that reaches the server second is renamed with a "+" there, and the other device
+/// gets it under that name; each client does the same to the object it receives, so the
+/// second device keeps its own name and calls the first device's object "…+".
+fn name_clashes_get_a_suffix(server: &mut impl SyncServer) {
+    let (mut a, mut b) = pair(server);
+    let deck_a = a.add_deck("Travel");
+    let deck_b = b.add_deck("travel");
+    let notetype_a = a.add_notetype("Phrase", "Basic");
+    let notetype_b = b.add_notetype("Phrase", "Basic");
+    sync(&mut a);
+    sync(&mut b);
+    sync(&mut a);
+
+    let ids = |dump: &CollectionDump| {
+        let id = |objects: &BTreeMap<String, Value>, name: &str| {
+            objects.get(name).map(|object| object["id"].clone())
+        };
+        [
+            id(&dump.decks, "Travel"),
+            id(&dump.decks, "travel+"),
+            id(&dump.decks, "Travel+"),
+            id(&dump.decks, "travel"),
+            id(&dump.notetypes, "Phrase"),
+            id(&dump.notetypes, "Phrase+"),
+        ]
+    };
+    let (deck_a, deck_b) = (Some(json!(deck_a)), Some(json!(deck_b)));
+    let (notetype_a, notetype_b) = (Some(json!(notetype_a)), Some(json!(notetype_b)));
+    let renamed_b = [
+        deck_a.clone(),
+        deck_b.clone(),
+        None,
+        None,
+        notetype_a.clone(),
+        notetype_b.clone(),
+    ];
+    assert_eq!(ids(&a.dump()), renamed_b, "A");
+    let mut c = device_of(USER, PASSWORD, server);
+    assert_eq!(c.sync().unwrap().required, ChangesRequired::FullDownload);
+    c.full_download().unwrap();
+    assert_eq!(ids(&c.dump()), renamed_b, "the server's collection");
+    let renamed_a = [None, None, deck_a, deck_b, notetype_b, notetype_a];
+    assert_eq!(ids(&b.dump()), renamed_a, "B");
+}
+
 /// Scenario 5: A note deleted on one device and edited on the other. Observed on the official
 /// server: the deletion wins in every order, even when the edit is newer than the deletion
 /// and reached the server first (graves are applied without comparing modification times,
@@ -779,6 +826,13 @@ fn official_deletion_against_edit() {
 }
 
 #[test]
+fn official_name_clashes_get_a_suffix() {
+    timed("official_name_clashes_get_a_suffix", || {
+        name_clashes_get_a_suffix(&mut official())
+    });
+}
+
+#[test]
 fn official_thousands_of_notes_in_one_sync() {
     timed("official_thousands_of_notes_in_one_sync", || {
         thousands_of_notes_in_one_sync(&mut official())
@@ -860,6 +914,13 @@ fn ours_collection_objects_propagate() {
 fn ours_deletion_against_edit() {
     timed("ours_deletion_against_edit", || {
         deletion_against_edit(&mut ours())
+    });
+}
+
+#[test]
+fn ours_name_clashes_get_a_suffix() {
+    timed("ours_name_clashes_get_a_suffix", || {
+        name_clashes_get_a_suffix(&mut ours())
     });
 }
 

@@ -5,12 +5,14 @@
 //! (abort, a newer `start`, a failed sanity check, the user's actor retiring) discards it.
 
 use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{Map, Value};
+use unicase::UniCase;
 
 use super::note_fields::{clean_fields, first_field_checksum, sort_field, SortValue};
 use super::SyncError;
+use crate::clock::now_secs;
 use crate::protocol::{parse_card, parse_note, parse_revlog, Changes, Chunk, Graves};
 use crate::store::{
     CardRow, ChangedIds, Counts, NoteRow, ObjectKind, ObjectRecord, RevlogRow, RowKind, Snapshot,
@@ -104,11 +106,13 @@ impl SyncSession {
     ) -> Result<(), SyncError> {
         let generation = self.generation;
         let usn = self.server_usn;
+        let mut notetype_names = self.names(snapshot, ObjectKind::Notetype)?;
         for notetype in changes.notetypes {
             self.merge_object(
                 snapshot,
                 ObjectKind::Notetype,
                 notetype,
+                Some(&mut notetype_names),
                 |existing, incoming| {
                     let len = |object: &Map<String, Value>, key: &str| {
                         object
@@ -128,11 +132,24 @@ impl SyncSession {
             )?;
         }
         let (decks, deck_configs) = changes.decks_and_configs;
+        let mut deck_names = self.names(snapshot, ObjectKind::Deck)?;
         for deck in decks {
-            self.merge_object(snapshot, ObjectKind::Deck, deck, |_, _| Ok(()))?;
+            self.merge_object(
+                snapshot,
+                ObjectKind::Deck,
+                deck,
+                Some(&mut deck_names),
+                |_, _| Ok(()),
+            )?;
         }
         for config in deck_configs {
-            self.merge_object(snapshot, ObjectKind::DeckConfig, config, |_, _| Ok(()))?;
+            self.merge_object(
+                snapshot,
+                ObjectKind::DeckConfig,
+                config,
+                None,
+                |_, _| Ok(()),
+            )?;
         }
         for tag in changes.tags {
             let staged = self
@@ -165,6 +182,7 @@ impl SyncSession {
         snapshot: &Snapshot,
         kind: ObjectKind,
         mut incoming: Map<String, Value>,
+        names: Option<&mut Names>,
         check: impl Fn(&Map<String, Value>, &Map<String, Value>) -> Result<(), SyncError>,
     ) -> Result<(), SyncError> {
         let id = incoming
@@ -183,12 +201,37 @@ impl SyncSession {
             }
             check(&existing, &incoming)?;
         }
+        if let Some(names) = names {
+            names.claim(&id.to_string(), &mut incoming);
+        }
         incoming.insert("usn".into(), usn.into());
         staged.set(Some(ObjectRecord {
             usn,
             json: Value::Object(incoming).to_string(),
         }));
         Ok(())
+    }
+
+    /// The names of the collection's decks or notetypes as this sync leaves them so far.
+    fn names(&self, snapshot: &Snapshot, kind: ObjectKind) -> Result<Names, SyncError> {
+        let mut by_id = BTreeMap::new();
+        for (id, record) in snapshot.objects(self.generation, kind)? {
+            by_id.insert(id, object_name(&record.json));
+        }
+        for ((staged_kind, id), (_, staged)) in &self.stage.objects {
+            if *staged_kind != kind as u8 {
+                continue;
+            }
+            match &staged.after {
+                Some(record) => by_id.insert(id.clone(), object_name(&record.json)),
+                None => by_id.remove(id),
+            };
+        }
+        let owners = by_id
+            .iter()
+            .map(|(id, name)| (UniCase::new(name.clone()), id.clone()))
+            .collect();
+        Ok(Names { by_id, owners })
     }
 
     /// Reviews are added if new; cards and notes replace ours unless ours changed since the
@@ -517,6 +560,55 @@ fn newer(ours: Option<(i32, i64)>, client_usn: i32, incoming_modified: i64) -> b
     }
 }
 
+/// Deck and notetype names, which the collection keeps unique case-insensitively (its
+/// `unicase` collation). A client can bring a name another object of ours already has (two
+/// devices each created "Spanish"); the official server then appends "+" until the name is
+/// free and marks the object modified now, and so do we: a collection with two decks of one
+/// name would break every client that downloads it.
+struct Names {
+    by_id: BTreeMap<String, String>,
+    owners: HashMap<UniCase<String>, String>,
+}
+
+impl Names {
+    fn claim(&mut self, id: &str, incoming: &mut Map<String, Value>) {
+        let Some(mut name) = incoming
+            .get("name")
+            .and_then(Value::as_str)
+            .map(String::from)
+        else {
+            return;
+        };
+        let taken = |owners: &HashMap<UniCase<String>, String>, name: &str| match owners
+            .get(&UniCase::new(name.to_string()))
+        {
+            Some(owner) => owner != id,
+            None => false,
+        };
+        if taken(&self.owners, &name) {
+            while taken(&self.owners, &name) {
+                name.push('+');
+            }
+            incoming.insert("name".into(), name.clone().into());
+            incoming.insert("mod".into(), now_secs().into());
+        }
+        if let Some(old) = self.by_id.insert(id.to_string(), name.clone()) {
+            let old = UniCase::new(old);
+            if self.owners.get(&old).is_some_and(|owner| owner == id) {
+                self.owners.remove(&old);
+            }
+        }
+        self.owners.insert(UniCase::new(name), id.to_string());
+    }
+}
+
+fn object_name(json: &str) -> String {
+    serde_json::from_str::<Map<String, Value>>(json)
+        .ok()
+        .and_then(|object| object.get("name")?.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
 fn modified(object: &Map<String, Value>) -> i64 {
     object
         .get("mod")
@@ -552,4 +644,55 @@ fn prepare_note(id: i64, note: &mut NoteRow, notetype_json: &str) -> Result<(), 
     };
     note.checksum = first_field_checksum(&note.fields);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(objects: &[(&str, &str)]) -> Names {
+        let by_id: BTreeMap<String, String> = objects
+            .iter()
+            .map(|(id, name)| (id.to_string(), name.to_string()))
+            .collect();
+        let owners = by_id
+            .iter()
+            .map(|(id, name)| (UniCase::new(name.clone()), id.clone()))
+            .collect();
+        Names { by_id, owners }
+    }
+
+    fn object(name: &str) -> Map<String, Value> {
+        let mut object = Map::new();
+        object.insert("name".into(), name.into());
+        object.insert("mod".into(), 1.into());
+        object
+    }
+
+    #[test]
+    fn a_taken_name_gets_plus_signs_until_free_ignoring_case() {
+        let mut names = names(&[("1", "Travel"), ("2", "TRAVEL+")]);
+        let mut incoming = object("travel");
+        names.claim("3", &mut incoming);
+        assert_eq!(incoming["name"], "travel++");
+        assert!(incoming["mod"].as_i64().unwrap() > 1);
+        // The new name is now taken too.
+        let mut next = object("Travel++");
+        names.claim("4", &mut next);
+        assert_eq!(next["name"], "Travel+++");
+    }
+
+    #[test]
+    fn an_object_keeps_its_own_name_and_frees_the_old_one() {
+        let mut names = names(&[("1", "Travel"), ("2", "Work")]);
+        let mut renamed = object("Trips");
+        names.claim("1", &mut renamed);
+        assert_eq!(renamed["mod"], 1, "not renamed, not re-stamped");
+        let mut same = object("Work");
+        names.claim("2", &mut same);
+        assert_eq!(same["name"], "Work");
+        let mut reuse = object("travel");
+        names.claim("3", &mut reuse);
+        assert_eq!(reuse["name"], "travel", "the old name was freed");
+    }
 }

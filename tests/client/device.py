@@ -379,6 +379,15 @@ class Device:
         nt["css"] = css
         models.save(nt)
 
+    def add_notetype(self, name, base):
+        """A new notetype `name`, a copy of notetype `base` (no schema change); returns its
+        id."""
+        models = self.col.models
+        notetype = models.copy(models.by_name(base), add=False)
+        notetype["name"] = name
+        models.add(notetype)
+        return models.by_name(name)["id"]
+
     def add_field(self, notetype, field):
         """A schema change: adds field `field` to the notetype. As in the GUI, the user has
         accepted that the next sync must be a one-way sync."""

@@ -1206,6 +1206,12 @@ impl Device {
     }
 
     /// Changes a notetype's css: a change a normal sync carries.
+    /// Adds notetype `name`, a copy of `base`; returns its id.
+    pub fn add_notetype(&mut self, name: &str, base: &str) -> i64 {
+        serde_json::from_value(self.command("add_notetype", json!({"name": name, "base": base})))
+            .expect("notetype id")
+    }
+
     pub fn set_notetype_css(&mut self, notetype: &str, css: &str) {
         self.command(
             "set_notetype_css",
