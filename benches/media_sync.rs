@@ -35,17 +35,21 @@ const MB: f64 = 1e6;
 struct Transfer {
     wall: f64,
     server_cpu: f64,
+    /// CPU of the device's Python process (which holds the client's Rust backend): when it
+    /// is close to `wall`, the client, not the server, sets the pace.
+    client_cpu: f64,
     server_peak_mb: f64,
 }
 
-fn timed(pid: u32, op: impl FnOnce()) -> Transfer {
+fn timed(pid: u32, client_pid: u32, op: impl FnOnce()) -> Transfer {
     reset_peak_rss(pid);
-    let cpu = cpu_secs(pid);
+    let (cpu, client_cpu) = (cpu_secs(pid), cpu_secs(client_pid));
     let started = Instant::now();
     op();
     Transfer {
         wall: started.elapsed().as_secs_f64(),
         server_cpu: cpu_secs(pid) - cpu,
+        client_cpu: cpu_secs(client_pid) - client_cpu,
         server_peak_mb: status_mb(pid, "VmHWM"),
     }
 }
@@ -106,9 +110,9 @@ fn run(server: &mut impl BenchServer, data: &DataSet) -> (Transfer, Transfer) {
         .map(|(n, s, d)| (n.as_str(), *s, *d))
         .collect();
     a.write_media(&specs);
-    let upload = timed(pid, || a.sync_media().unwrap());
+    let upload = timed(pid, a.pid(), || a.sync_media().unwrap());
     let mut b = device(server);
-    let download = timed(pid, || b.sync_media().unwrap());
+    let download = timed(pid, b.pid(), || b.sync_media().unwrap());
     let (on_a, on_b) = (a.media_files(), b.media_files());
     assert_eq!(on_a.len(), data.files.len(), "{}: files on A", data.name);
     assert!(on_a == on_b, "{}: B's files differ from A's", data.name);
@@ -120,6 +124,7 @@ fn median_transfer(runs: &[Transfer]) -> Transfer {
     Transfer {
         wall: median_of(runs.iter().map(|t| t.wall).collect()),
         server_cpu: median_of(runs.iter().map(|t| t.server_cpu).collect()),
+        client_cpu: median_of(runs.iter().map(|t| t.client_cpu).collect()),
         server_peak_mb: median_of(runs.iter().map(|t| t.server_peak_mb).collect()),
     }
 }
@@ -146,6 +151,7 @@ fn table(data_sets: &[DataSet], results: &Results) -> String {
             row("files/s", files / official.wall, files / ours.wall);
             row("MB/s", mb / official.wall, mb / ours.wall);
             row("server CPU (s)", official.server_cpu, ours.server_cpu);
+            row("client CPU (s)", official.client_cpu, ours.client_cpu);
             row(
                 "server peak RSS (MB)",
                 official.server_peak_mb,
