@@ -32,8 +32,17 @@ pub fn socket_path(database: &Path) -> PathBuf {
     PathBuf::from(path)
 }
 
+/// Longest path a Unix socket can be reached by (Linux: `sun_path` is 108 bytes with its NUL).
+const MAX_PATH_BYTES: usize = 107;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SocketError {
+    #[error(
+        "admin socket {}: the path is {len} bytes, and a Unix socket is reachable by at most \
+         {MAX_PATH_BYTES}; give the database a shorter path",
+        path.display()
+    )]
+    PathTooLong { path: PathBuf, len: usize },
     #[error("admin socket {}: another process answers on it", path.display())]
     InUse { path: PathBuf },
     #[error(
@@ -62,6 +71,11 @@ impl AdminSocket {
     /// database (so no other server of this file can be running).
     pub(crate) fn bind(database: &Path) -> Result<AdminSocket, SocketError> {
         let path = socket_path(database);
+        let len = path.as_os_str().len();
+        if len > MAX_PATH_BYTES {
+            // It could be bound and moved there, but no command could ever connect to it.
+            return Err(SocketError::PathTooLong { path, len });
+        }
         let io = |source| SocketError::Io {
             path: path.clone(),
             source,
@@ -273,6 +287,12 @@ mod tests {
         ));
         drop(socket);
         assert!(!path.exists(), "removed when dropped");
+
+        let deep = dir.path().join("d".repeat(120)).join("db.redb");
+        assert!(matches!(
+            AdminSocket::bind(&deep),
+            Err(SocketError::PathTooLong { .. })
+        ));
 
         std::fs::write(&path, "notes").unwrap();
         assert!(matches!(

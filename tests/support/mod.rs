@@ -3,7 +3,8 @@
 //! This module owns:
 //! - the client installs: one Python virtual environment per [`ClientVersion`], created on
 //!   first use under `<target>/anki-clients/<version>/` and reused afterwards;
-//! - [`Server`]: our `ankisyncd` binary as a child process with its own database, port and log;
+//! - [`Server`]: our `ankisyncd` binary as a child process with its own database, port and log
+//!   (and its admin socket; SIGHUP; waiting for a line in its log);
 //! - [`OfficialServer`]: the official server (`python -m anki.syncserver`) with the same
 //!   lifecycle, as a reference to compare against;
 //! - [`Device`]: one simulated Anki device, i.e. one collection driven by the official client
