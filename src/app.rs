@@ -192,7 +192,7 @@ pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), 
     let reloader = tokio::spawn(reload_on_hangup(app.clone(), hangups));
 
     crate::http::serve(app.clone(), listener, shutdown_signal()).await;
-    // Admin requests in flight finish; the socket file goes with the listener.
+    // No new admin requests from here; the socket file goes with its listener.
     stop_admin.notify_one();
     let _ = admin.await;
     reloader.abort();
