@@ -1,17 +1,21 @@
-//! The running server: opens the database, applies `SYNC_USERn`, starts the actors, binds
-//! the listener, serves until SIGINT/SIGTERM, and shuts down in order (HTTP first, then the
+//! The running server: opens the database, applies `SYNC_USERn` and the users file, starts
+//! the actors, binds the admin socket and the listener, serves until SIGINT/SIGTERM
+//! (SIGHUP reloads), and shuts down in order (HTTP first, then the admin socket, then the
 //! actors, then the database), so every request in progress ends before the file closes.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ankisyncd_actors::{SupervisorConfig, SupervisorHandle};
 use tokio::sync::Notify;
 
+use crate::admin::{apply_users_file, reload_users_file, AdminSocket, ApplyError, SocketError};
 use crate::auth::{
-    apply_env_users, env_users, EnvUserError, EnvUserOutcome, LoginLimiter, StoreDirectory,
+    apply_env_users, env_users, flush_now, flush_periodically, DeviceActivity, EnvUserError,
+    EnvUserOutcome, LoginLimiter, StoreDirectory,
 };
 use crate::config::Config;
 use crate::fullsync::Scratch;
@@ -35,6 +39,10 @@ pub(crate) struct App {
     pub media: SupervisorHandle<StoreDirectory, MediaState>,
     pub limiter: LoginLimiter,
     pub limits: crate::http::Limits,
+    /// Devices' latest requests, saved now and then.
+    pub activity: Arc<DeviceActivity>,
+    /// Re-read on SIGHUP; its users are left to it by `user passwd`/`user remove`.
+    pub users_file: Option<PathBuf>,
     started: Instant,
     local_addr: SocketAddr,
 }
@@ -56,6 +64,10 @@ pub enum ServeError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Users(#[from] EnvUserError),
+    #[error(transparent)]
+    UsersFile(#[from] ApplyError),
+    #[error(transparent)]
+    AdminSocket(#[from] SocketError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -77,6 +89,7 @@ pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), 
         let cache_bytes =
             usize::try_from(config.cache_megs.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
         let declared = env_users(&env)?;
+        let users_file = config.users_file.clone();
         tokio::task::spawn_blocking(move || -> Result<Store, ServeError> {
             let store = Store::open_with_cache(&path, cache_bytes)?;
             store.clear_all_staged()?;
@@ -84,7 +97,8 @@ pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), 
             if unfinished > 0 {
                 tracing::warn!(unfinished, "discarded full uploads interrupted by the last shutdown");
             }
-            for (name, outcome) in apply_env_users(&store, &declared, crate::clock::now_millis())? {
+            let now = crate::clock::now_millis();
+            for (name, outcome) in apply_env_users(&store, &declared, now)? {
                 match outcome {
                     EnvUserOutcome::Unchanged => tracing::debug!(user = %name, "user unchanged"),
                     EnvUserOutcome::Applied(UserUpsert::Created { .. }) => {
@@ -94,6 +108,10 @@ pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), 
                         tracing::info!(user = %name, devices_logged_out = revoked_keys, "password changed from the environment")
                     }
                 }
+            }
+            if let Some(file) = &users_file {
+                // Nothing runs yet that could hold state of the users it changes.
+                apply_users_file(&store, file, now)?;
             }
             Ok(store)
         })
@@ -128,15 +146,21 @@ pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), 
     .await
     .map_err(|e| ServeError::Actors(e.to_string()))?;
 
+    let admin_socket = AdminSocket::bind(store.path())?;
+    // Listened for before anything serves, so no SIGHUP can find the default (exit) action.
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| ServeError::Runtime(format!("cannot listen for SIGHUP: {e}")))?;
+
     let addr = SocketAddr::new(config.host, config.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
     let local_addr = listener.local_addr().unwrap_or(addr);
     tracing::info!(
-        "ankisyncd {} listening on http://{local_addr}/ (database {}, {user_count} users)",
+        "ankisyncd {} listening on http://{local_addr}/ (database {}, {user_count} users, admin socket {})",
         env!("CARGO_PKG_VERSION"),
-        store.path().display()
+        store.path().display(),
+        admin_socket.path().display()
     );
     if user_count == 0 {
         tracing::warn!(
@@ -157,14 +181,36 @@ pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), 
         janitor,
         users: users.clone(),
         media: media.clone(),
+        activity: Arc::new(DeviceActivity::default()),
+        users_file: config.users_file.clone(),
         started: Instant::now(),
         local_addr,
     });
-    crate::http::serve(app, listener, shutdown_signal()).await;
+    let stop_admin = Arc::new(Notify::new());
+    let admin = tokio::spawn(admin_socket.serve(app.clone(), stop_admin.clone()));
+    let flusher = tokio::spawn(flush_periodically(app.activity.clone(), app.store.clone()));
+    let reloader = tokio::spawn(reload_on_hangup(app.clone(), hangups));
+
+    crate::http::serve(app.clone(), listener, shutdown_signal()).await;
+    // No new admin requests from here; the socket file goes with its listener.
+    stop_admin.notify_one();
+    let _ = admin.await;
+    reloader.abort();
+    flusher.abort();
     users.shutdown().await;
     media.shutdown().await;
+    flush_now(&app.activity, &app.store).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGHUP re-reads what the server reads from files while it runs. The one place that
+/// handles the signal: every file-based setting that can be reloaded is reloaded here.
+async fn reload_on_hangup(app: Arc<App>, mut hangups: tokio::signal::unix::Signal) {
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP received: reloading");
+        reload_users_file(&app).await;
+    }
 }
 
 /// Rows deleted per janitor transaction: short enough not to delay anybody's commit.

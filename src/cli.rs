@@ -1,7 +1,7 @@
-//! The command line: `ankisyncd [serve]` and `ankisyncd user add|list|passwd|remove`. Flags
-//! here are the top layer of the configuration (see `config`). User commands work on the
-//! database file directly; while a server holds the file they fail with a message that says
-//! so.
+//! The command line: `ankisyncd [serve]` and `ankisyncd user add|list|devices|passwd|remove|
+//! revoke|restore-previous`. Flags here are the top layer of the configuration (see
+//! `config`). A user command is one admin request: sent to the running server through its
+//! admin socket when one answers, else carried out on the database file directly.
 
 use std::io::{IsTerminal, Read};
 use std::net::IpAddr;
@@ -9,9 +9,10 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::admin::{execute, socket_path, AdminError, ClientError, Context, Reply, Request};
 use crate::auth::{hash_password, validate_user_name, PasswordError};
 use crate::config::{process_env, Config, ConfigError, Overrides};
-use crate::store::{RestoreOutcome, Store, StoreError, UserUpsert};
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -60,8 +61,10 @@ enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// List users and how many devices each has logged in.
+    /// List users: devices logged in, last sync, client versions, who manages them.
     List,
+    /// List a user's logged-in devices, with the ids `user revoke --device` takes.
+    Devices { name: String },
     /// Set a new password; every device of the user must log in again.
     Passwd {
         name: String,
@@ -71,6 +74,13 @@ enum UserCommand {
     },
     /// Remove a user and all their data.
     Remove { name: String },
+    /// Log a user's devices out (they must log in again): all of them, or one.
+    Revoke {
+        name: String,
+        /// Only this device (an id from `ankisyncd user devices NAME`).
+        #[arg(long, value_name = "ID")]
+        device: Option<String>,
+    },
     /// Undo the last full upload: the collection it replaced becomes current again (devices
     /// then full-sync; running it twice undoes the undo).
     RestorePrevious { name: String },
@@ -90,6 +100,26 @@ pub enum CliError {
     Usage(String),
     #[error("cannot start the runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    #[error(transparent)]
+    Socket(#[from] ClientError),
+    /// The server refused or failed the request; its message.
+    #[error("{0}")]
+    Refused(String),
+    #[error(
+        "database {} is held by a running server, but its admin socket {} does not answer \
+         ({source}). A server starting or stopping opens it a moment later; one older than \
+         this command has none: restart it, or stop it and run the command again",
+        database.display(),
+        socket.display()
+    )]
+    Unreachable {
+        database: PathBuf,
+        socket: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Parse the process's arguments and run the command.
@@ -132,70 +162,127 @@ fn init_logging(filter: &str) {
 }
 
 fn user_command(config: &Config, command: UserCommand) -> Result<(), CliError> {
-    let store = Store::open(&config.database)?;
-    let now = crate::clock::now_millis();
-    match command {
+    let request = match command {
         UserCommand::Add {
             name,
             password_stdin,
         } => {
+            // Checked before the password is asked for.
             validate_user_name(&name).map_err(CliError::Usage)?;
-            if store.user(&name)?.is_some() {
-                return Err(CliError::Usage(format!(
-                    "user {name} already exists; use `ankisyncd user passwd {name}` to change the password"
-                )));
+            let password_hash = hash_password(&read_password(&name, password_stdin)?)?;
+            Request::AddUser {
+                name,
+                password_hash,
             }
-            let hash = hash_password(&read_password(&name, password_stdin)?)?;
-            store.set_user(&name, &hash, now)?;
-            println!("user {name} added");
         }
         UserCommand::Passwd {
             name,
             password_stdin,
         } => {
-            if store.user(&name)?.is_none() {
-                return Err(CliError::Usage(format!("no user named {name}")));
-            }
-            let hash = hash_password(&read_password(&name, password_stdin)?)?;
-            if let UserUpsert::PasswordChanged { revoked_keys, .. } =
-                store.set_user(&name, &hash, now)?
-            {
-                println!("password of {name} changed; {revoked_keys} device(s) must log in again");
+            let password_hash = hash_password(&read_password(&name, password_stdin)?)?;
+            Request::SetPassword {
+                name,
+                password_hash,
             }
         }
-        UserCommand::Remove { name } => {
-            if !store.remove_user(&name)? {
-                return Err(CliError::Usage(format!("no user named {name}")));
-            }
-            println!("user {name} removed");
-        }
-        UserCommand::RestorePrevious { name } => match store.restore_previous(&name, now)? {
-            RestoreOutcome::NoSuchUser => {
-                return Err(CliError::Usage(format!("no user named {name}")))
-            }
-            RestoreOutcome::NothingToRestore => {
-                return Err(CliError::Usage(format!(
-                    "{name} has no previous collection to restore (keep_generations keeps one per full upload)"
-                )))
-            }
-            RestoreOutcome::Restored { .. } => {
-                println!("the previous collection of {name} is current again; devices will ask for a full sync");
-            }
+        UserCommand::Remove { name } => Request::RemoveUser { name },
+        UserCommand::List => Request::ListUsers,
+        UserCommand::Devices { name } => Request::ListDevices { name },
+        UserCommand::Revoke { name, device } => Request::Revoke { name, device },
+        UserCommand::RestorePrevious { name } => Request::RestorePrevious { name },
+    };
+    print!("{}", show(&submit(config, request)?));
+    Ok(())
+}
+
+/// Carry a request out: through the admin socket when a server answers on it, on the file
+/// directly when no server holds it.
+fn submit(config: &Config, request: Request) -> Result<Reply, CliError> {
+    let socket = socket_path(&config.database);
+    let why_not = match crate::admin::send(&socket, &request) {
+        Ok(response) => return response.map_err(CliError::Refused),
+        Err(ClientError::NoServer { source, .. }) => source,
+        Err(e) => return Err(e.into()),
+    };
+    let store = Store::open(&config.database).map_err(|e| match e {
+        StoreError::Locked { path } => CliError::Unreachable {
+            database: path,
+            socket,
+            source: why_not,
         },
-        UserCommand::List => {
-            println!("{:<24} {:>8} {:>8}  created", "user", "id", "devices");
-            for user in store.list_users()? {
-                println!(
-                    "{:<24} {:>8} {:>8}  {}",
+        e => e.into(),
+    })?;
+    let cx = Context {
+        store: &store,
+        users_file: config.users_file.as_deref(),
+        now_ms: crate::clock::now_millis(),
+    };
+    Ok(execute(&cx, request)?.reply)
+}
+
+/// What the command prints for a reply.
+fn show(reply: &Reply) -> String {
+    match reply {
+        Reply::UserAdded { name } => format!("user {name} added\n"),
+        Reply::PasswordChanged {
+            name,
+            devices_logged_out,
+        } => format!(
+            "password of {name} changed; {devices_logged_out} device(s) must log in again\n"
+        ),
+        Reply::UserRemoved { name } => format!("user {name} removed\n"),
+        Reply::Revoked { name, devices } => {
+            format!("{devices} device(s) of {name} logged out; they must log in again\n")
+        }
+        Reply::Restored { name } => format!(
+            "the previous collection of {name} is current again; devices will ask for a full sync\n"
+        ),
+        Reply::Users { users } => {
+            let mut out = format!(
+                "{:<24} {:>8} {:>8}  {:<20}  {:<7}  clients\n",
+                "user", "id", "devices", "last sync", "source"
+            );
+            for user in users {
+                out.push_str(&format!(
+                    "{:<24} {:>8} {:>8}  {:<20}  {:<7}  {}\n",
                     user.name,
                     user.id,
                     user.devices,
-                    format_time(user.created)
-                );
+                    user.last_seen.map_or("-".to_string(), format_time),
+                    user.source,
+                    if user.client_versions.is_empty() {
+                        "-".to_string()
+                    } else {
+                        user.client_versions.join(", ")
+                    }
+                ));
             }
+            out
+        }
+        Reply::Devices { name, devices } => {
+            if devices.is_empty() {
+                return format!("{name} has no device logged in\n");
+            }
+            let mut out = format!(
+                "{:<12}  {:<20}  {:<20}  client\n",
+                "device", "first seen", "last seen"
+            );
+            for device in devices {
+                out.push_str(&format!(
+                    "{:<12}  {:<20}  {:<20}  {}\n",
+                    device.id,
+                    format_time(device.first_seen),
+                    format_time(device.last_seen),
+                    if device.client_version.is_empty() {
+                        "-"
+                    } else {
+                        &device.client_version
+                    }
+                ));
+            }
+            out
         }
     }
-    Ok(())
 }
 
 /// The password from standard input (first line) or from a prompt on the terminal, asked

@@ -51,6 +51,9 @@ pub struct Config {
     /// Database page cache in MiB: more speeds up reads of big collections, less suits small
     /// boards. Memory beyond it is transient.
     pub cache_megs: u64,
+    /// A file of `name:PHC-hash` lines (for secrets managers): its users are created,
+    /// updated and removed to match it at startup and on SIGHUP. Off when unset.
+    pub users_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -67,6 +70,7 @@ impl Default for Config {
             keep_generations: 1,
             stage_memory_rows: 20_000,
             cache_megs: 16,
+            users_file: None,
         }
     }
 }
@@ -97,6 +101,16 @@ impl Config {
         }
         if self.database.as_os_str().is_empty() {
             return Err(bad("database", "must not be empty"));
+        }
+        if self
+            .users_file
+            .as_ref()
+            .is_some_and(|f| f.as_os_str().is_empty())
+        {
+            return Err(bad(
+                "users_file",
+                "must not be empty (leave it unset instead)",
+            ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return Err(bad("log_level", &e.to_string()));
@@ -382,6 +396,28 @@ mod tests {
         let text = include_str!("../config.example.toml");
         let example: Config = toml_like(text);
         assert_eq!(example, Config::default());
+        // Keys that are off by default appear commented out, with an example value.
+        let keys = serde_json::to_value(Config::default()).unwrap();
+        for key in keys.as_object().unwrap().keys() {
+            let listed = text.lines().any(|line| {
+                let line = line.trim_start_matches("# ");
+                line.starts_with(&format!("{key} ="))
+            });
+            assert!(listed, "config.example.toml does not list `{key}`");
+        }
+    }
+
+    #[test]
+    fn the_users_file_is_optional() {
+        let c = load(
+            None,
+            &[("ANKISYNCD_USERS_FILE", "/run/secrets/users")],
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.users_file, Some(PathBuf::from("/run/secrets/users")));
+        let err = load(None, &[("ANKISYNCD_USERS_FILE", "")], &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("users_file"), "{err}");
     }
 
     /// Parse the example file through figment, so the test fails if it names an unknown key

@@ -2,6 +2,7 @@
 //! this library; ARCHITECTURE.md maps the modules and the path of a request through them:
 //! `http` → `protocol` → actors → `sync` → `store`.
 
+mod admin;
 mod app;
 pub mod auth;
 pub mod cli;

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::password::{check_phc, hash_password, verify_password, PasswordError};
-use crate::store::{Store, StoreError, UserUpsert};
+use crate::store::{Store, StoreError, UserSource, UserUpsert};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvUser {
@@ -121,7 +121,12 @@ pub fn apply_env_users(
                     })?
                 }
             };
-            EnvUserOutcome::Applied(store.set_user(&user.name, &hash, now_ms)?)
+            EnvUserOutcome::Applied(store.upsert_user(
+                &user.name,
+                &hash,
+                UserSource::Environment,
+                now_ms,
+            )?)
         };
         outcomes.push((user.name.clone(), outcome));
     }
@@ -173,6 +178,8 @@ mod tests {
         );
         let out = apply_env_users(&store, &first, 0).unwrap();
         assert_eq!(out[0].1, EnvUserOutcome::Unchanged);
+        let source = store.user("a").unwrap().unwrap().source;
+        assert_eq!(source, UserSource::Environment);
         let second = env_users(&env(&[("SYNC_USER1", "a:two")])).unwrap();
         let out = apply_env_users(&store, &second, 0).unwrap();
         assert!(matches!(

@@ -9,7 +9,7 @@ use super::dispatch::{boxed, json, receive_file, Context, OverLimit, ReceivedFil
 use super::envelope::{self, ResponseBody, SyncRequest};
 use super::error::ApiError;
 use crate::app::App;
-use crate::auth::UserRef;
+use crate::auth::{hash_host_key, UserRef};
 use crate::fullsync::{self, UploadReply};
 use crate::protocol::{
     parse_json, ApplyChangesRequest, ApplyChunkRequest, ApplyGravesRequest, SanityCheckRequest,
@@ -17,7 +17,7 @@ use crate::protocol::{
 };
 use crate::sync;
 
-pub(in crate::http) use test_hooks::crash_point;
+pub(in crate::http) use test_hooks::{crash_point, pause_point};
 
 /// The steps of a normal sync: each runs on the user's actor with the user's state.
 pub(super) async fn normal_sync(
@@ -33,8 +33,9 @@ pub(super) async fn normal_sync(
         SyncMethod::Start => {
             let start: StartRequest = parse_json(body).map_err(ApiError::BadJson)?;
             let memory_rows = app.stage_memory_rows;
+            let device = hash_host_key(&request.host_key);
             run_json(app, user, move |state| {
-                sync::start(&store, state, &key, start, memory_rows)
+                sync::start(&store, state, &key, device, start, memory_rows)
             })
             .await
         }
@@ -149,24 +150,51 @@ where
 }
 
 /// Lets the end-to-end tests kill the server at a chosen step of a sync (as a power cut
-/// would) to prove a sync is all or nothing. Debug builds only; release binaries have no
-/// such knob.
+/// would) to prove a sync is all or nothing, or hold a step until they have changed something
+/// under it (a user removed mid-sync). Debug builds only; release binaries have no such knob.
 mod test_hooks {
     use crate::protocol::SyncMethod;
 
     #[cfg(debug_assertions)]
+    fn at(var: &str, when: &str, method: SyncMethod) -> bool {
+        std::env::var(var).ok().as_deref() == Some(&format!("{when}:{}", method.name()))
+    }
+
+    #[cfg(debug_assertions)]
     pub(in crate::http) fn crash_point(when: &str, method: SyncMethod) {
         // e.g. TEST_ANKISYNCD_CRASH=after:finish
-        if std::env::var("TEST_ANKISYNCD_CRASH").ok().as_deref()
-            == Some(&format!("{when}:{}", method.name()))
-        {
+        if at("TEST_ANKISYNCD_CRASH", when, method) {
             tracing::warn!("test crash point {when}:{} reached", method.name());
             std::process::abort();
         }
     }
 
+    /// e.g. TEST_ANKISYNCD_PAUSE=before:finish with TEST_ANKISYNCD_RESUME_FILE=PATH: the
+    /// request waits (up to a minute) until PATH exists, before its host key is resolved.
+    #[cfg(debug_assertions)]
+    pub(in crate::http) async fn pause_point(when: &str, method: SyncMethod) {
+        let Some(resume) = std::env::var_os("TEST_ANKISYNCD_RESUME_FILE") else {
+            return;
+        };
+        if !at("TEST_ANKISYNCD_PAUSE", when, method) {
+            return;
+        }
+        let resume = std::path::PathBuf::from(resume);
+        tracing::warn!("test pause point {when}:{} reached", method.name());
+        for _ in 0..1200 {
+            if resume.exists() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        tracing::warn!("test pause point {when}:{} passed", method.name());
+    }
+
     #[cfg(not(debug_assertions))]
     pub(in crate::http) fn crash_point(_when: &str, _method: SyncMethod) {}
+
+    #[cfg(not(debug_assertions))]
+    pub(in crate::http) async fn pause_point(_when: &str, _method: SyncMethod) {}
 }
 
 /// After a full upload, the user's other devices come for a full download: build it now, in

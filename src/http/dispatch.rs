@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use ankisyncd_actors::SupervisorHandle;
 use bytes::Bytes;
 use http::{header, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -18,16 +19,20 @@ use super::pages;
 use super::router::{route, Route};
 use super::{collection, msync};
 use crate::app::App;
-use crate::auth::UserRef;
+use crate::auth::{hash_host_key, StoreDirectory, UserRef};
 use crate::fullsync;
 use crate::protocol::{parse_json, HostKeyRequest, MediaMethod, MetaRequest, Method, SyncMethod};
+use crate::store::HostKeyHash;
 use crate::sync;
 
-/// What the request's log line says besides method, status and timing.
+/// What the request's log line says besides method, status and timing, and which device
+/// sent it.
 #[derive(Default)]
 pub(super) struct Context {
     pub(super) user: Option<UserRef>,
     pub(super) client: String,
+    /// Set once the request's host key resolved.
+    device: Option<HostKeyHash>,
 }
 
 pub(crate) async fn handle(
@@ -87,6 +92,10 @@ pub(crate) async fn handle(
     };
 
     let response = result.unwrap_or_else(|e| boxed(e.into_response(context.user.as_ref())));
+    if let Some(device) = context.device {
+        app.activity
+            .record(device, &context.client, crate::clock::now_secs());
+    }
     log_request(&route, &path, &context, &response, &bytes_in, started);
     response
 }
@@ -114,8 +123,7 @@ async fn api(
             json(&reply)?
         }
         Method::Sync(SyncMethod::Meta) => {
-            let user = app.users.resolve(&request.host_key).await?;
-            context.user = Some(user.clone());
+            let user = authenticate(&app.users, &request.host_key, context).await?;
             let meta: MetaRequest = parse_json(&request.body).map_err(ApiError::BadJson)?;
             if context.client.is_empty() {
                 context.client = meta.client_version.clone();
@@ -130,8 +138,7 @@ async fn api(
             json(&reply)?
         }
         Method::Sync(SyncMethod::Download) => {
-            let user = app.users.resolve(&request.host_key).await?;
-            context.user = Some(user.clone());
+            let user = authenticate(&app.users, &request.host_key, context).await?;
             let (store, scratch) = (app.store.clone(), app.scratch.clone());
             let download = app
                 .users
@@ -148,8 +155,8 @@ async fn api(
             )?);
         }
         Method::Sync(method) => {
-            let user = app.users.resolve(&request.host_key).await?;
-            context.user = Some(user.clone());
+            collection::pause_point("before", method).await;
+            let user = authenticate(&app.users, &request.host_key, context).await?;
             collection::crash_point("before", method);
             let reply = collection::normal_sync(app, &user, method, &request).await?;
             collection::crash_point("after", method);
@@ -159,8 +166,7 @@ async fn api(
             reply
         }
         Method::Media(method) => {
-            let user = app.media.resolve(&request.host_key).await?;
-            context.user = Some(user.clone());
+            let user = authenticate(&app.media, &request.host_key, context).await?;
             return msync::media_sync(app, &user, method, request).await;
         }
     };
@@ -197,7 +203,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let envelope = if let Some(key) = envelope::header_host_key(headers)? {
-        context.user = Some(app.users.resolve(&key).await?);
+        authenticate(&app.users, &key, context).await?;
         Envelope::Modern
     } else {
         Envelope::Legacy
@@ -215,15 +221,27 @@ where
     context.client = request.client_version.clone();
     let user = match context.user.clone() {
         Some(user) => user,
-        None => app.users.resolve(&request.host_key).await?,
+        None => authenticate(&app.users, &request.host_key, context).await?,
     };
-    context.user = Some(user.clone());
     Ok(Ok(ReceivedFile {
         request,
         bytes,
         file,
         user,
     }))
+}
+
+/// Resolve a host key through `supervisor`'s directory (every user lookup goes through the
+/// same one), noting the user for the log line and the device for `user devices`.
+async fn authenticate<S: Send + 'static>(
+    supervisor: &SupervisorHandle<StoreDirectory, S>,
+    host_key: &str,
+    context: &mut Context,
+) -> Result<UserRef, ApiError> {
+    let user = supervisor.resolve(host_key).await?;
+    context.user = Some(user.clone());
+    context.device = Some(hash_host_key(host_key));
+    Ok(user)
 }
 
 pub(super) fn boxed(response: Response<Full<Bytes>>) -> Response<ResponseBody> {

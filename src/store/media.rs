@@ -562,7 +562,7 @@ mod tests {
         let stats = store.blob_stats().unwrap();
         assert_eq!((stats.blobs, stats.chunks, stats.bytes), (1, 1, 3));
         assert_eq!(read_back(&store, 2, "a.jpg").unwrap(), b"two");
-        assert!(store.remove_user("bob").unwrap());
+        assert!(store.remove_user("bob").unwrap().is_some());
         let stats = store.blob_stats().unwrap();
         assert_eq!((stats.blobs, stats.chunks), (0, 0));
         assert_eq!(store.media_changes(2, 0, 10).unwrap(), vec![]);

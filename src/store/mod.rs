@@ -6,6 +6,7 @@
 //! writer, so a long write blocks every user.
 
 mod collections;
+mod devices;
 mod error;
 mod generations;
 mod media;
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable};
 
+pub use devices::{DeviceSeen, DeviceSummary, HostKeyHash};
 pub use error::StoreError;
 pub use generations::{RestoreOutcome, RowBatch};
 pub use media::{
@@ -29,9 +31,9 @@ pub use snapshot::Snapshot;
 pub use sync::{ChangedIds, SyncCommit};
 pub use tables::{
     CardRow, CollectionRecord, Counts, HostKeyRecord, MediaRecord, NoteRow, ObjectKind,
-    ObjectRecord, RevlogRow, RowKind, SortField, SpilledRow, UserRecord,
+    ObjectRecord, RevlogRow, RowKind, SortField, SpilledRow, UserRecord, UserSource,
 };
-pub use users::{HostKeyHash, UserSummary, UserUpsert};
+pub use users::{LoggedOut, SourceChange, UserSummary, UserUpsert};
 
 use tables::{
     BLOBS, BLOB_REFS, CARDS, CHANGES, COLLECTIONS, FORMAT_VERSION, GENERATIONS, GRAVES, HOST_KEYS,

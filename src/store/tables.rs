@@ -103,10 +103,26 @@ pub(crate) const BLOB_CHUNK: usize = 256 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRecord {
     pub id: u64,
-    /// PHC string: argon2id for passwords set here, or whatever `PASSWORDS_HASHED` supplied.
+    /// PHC string: argon2id for passwords set here, or whatever `PASSWORDS_HASHED` or the
+    /// users file supplied.
     pub password_hash: String,
     /// Unix seconds.
     pub created: i64,
+    /// Who declared the user; the users file changes and removes only its own users.
+    #[serde(default)]
+    pub source: UserSource,
+}
+
+/// Where a user was declared.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UserSource {
+    /// `ankisyncd user add`; also every user from before sources were recorded.
+    #[default]
+    Command,
+    /// `SYNC_USERn`.
+    Environment,
+    /// The users file (`users_file`).
+    UsersFile,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,8 +130,14 @@ pub struct HostKeyRecord {
     pub user_id: u64,
     /// Unix seconds of the login that issued the key.
     pub created: i64,
-    /// Client version string sent at login (e.g. "26.09,abc,linux"), for `user list`.
+    /// Client version string of the device's latest request whose activity was saved (at
+    /// first the login's), e.g. "26.09,abc,linux", for `user devices`.
     pub client_version: String,
+    /// Unix seconds of the device's latest request whose activity was saved; 0 for keys
+    /// issued before this was recorded (then `created` stands in). Saved from memory now and
+    /// then (`auth::DeviceActivity`), not on every request.
+    #[serde(default)]
+    pub last_seen: i64,
 }
 
 /// The collection-level scalars of a user's collection, in the units of the protocol.

@@ -66,6 +66,7 @@ fn login(
             user_id: record.id,
             created: now_secs,
             client_version,
+            last_seen: now_secs,
         },
     )?;
     Ok(stored.then_some(key))

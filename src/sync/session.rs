@@ -15,8 +15,8 @@ use super::SyncError;
 use crate::clock::now_secs;
 use crate::protocol::{parse_card, parse_note, parse_revlog, Changes, Chunk, Graves};
 use crate::store::{
-    CardRow, ChangedIds, Counts, NoteRow, ObjectKind, ObjectRecord, RevlogRow, RowKind, Snapshot,
-    SortField, SpilledRow, Store, SyncCommit,
+    CardRow, ChangedIds, Counts, HostKeyHash, NoteRow, ObjectKind, ObjectRecord, RevlogRow,
+    RowKind, Snapshot, SortField, SpilledRow, Store, SyncCommit,
 };
 
 /// Grave kinds on the wire and in the graves table.
@@ -27,6 +27,9 @@ pub(crate) const GRAVE_DECK: u8 = 2;
 #[derive(Debug)]
 pub(crate) struct SyncSession {
     pub key: String,
+    /// The device that started it (its host-key hash), so revoking that device alone
+    /// discards it.
+    pub device: HostKeyHash,
     pub user_id: u64,
     pub generation: u64,
     /// The usn this sync stamps on everything it writes (the collection's usn at `start`).

@@ -5,12 +5,13 @@
 use super::session::{SyncSession, GRAVE_CARD, GRAVE_DECK, GRAVE_NOTE};
 use super::{SyncError, UserState};
 use crate::protocol::{Graves, StartRequest};
-use crate::store::Store;
+use crate::store::{HostKeyHash, Store};
 
 pub(crate) fn start(
     store: &Store,
     state: &mut UserState,
     key: &str,
+    device: HostKeyHash,
     request: StartRequest,
     memory_rows: usize,
 ) -> Result<Graves, SyncError> {
@@ -26,6 +27,7 @@ pub(crate) fn start(
         .ok_or(SyncError::AuthFailed)?;
     let mut session = SyncSession {
         key: key.to_string(),
+        device,
         user_id: state.user.id,
         generation: record.generation,
         server_usn: record.usn,

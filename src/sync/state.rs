@@ -5,6 +5,7 @@
 use super::session::SyncSession;
 use super::SyncError;
 use crate::auth::UserRef;
+use crate::store::HostKeyHash;
 
 #[derive(Debug)]
 pub(crate) struct UserState {
@@ -51,6 +52,18 @@ impl UserState {
     pub(crate) fn discard_session(&mut self) {
         if self.session.take().is_some() {
             tracing::debug!(user = %self.user.name, "unfinished sync discarded");
+        }
+    }
+
+    /// Forget the sync in progress if `device` started it (that device was logged out);
+    /// true if there was one. Its rows staged in the database are the caller's to clear.
+    pub(crate) fn discard_session_of(&mut self, device: &HostKeyHash) -> bool {
+        if self.session.as_ref().is_some_and(|s| s.device == *device) {
+            self.session = None;
+            tracing::info!(user = %self.user.name, "sync of a logged-out device discarded");
+            true
+        } else {
+            false
         }
     }
 }

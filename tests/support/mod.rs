@@ -3,7 +3,8 @@
 //! This module owns:
 //! - the client installs: one Python virtual environment per [`ClientVersion`], created on
 //!   first use under `<target>/anki-clients/<version>/` and reused afterwards;
-//! - [`Server`]: our `ankisyncd` binary as a child process with its own database, port and log;
+//! - [`Server`]: our `ankisyncd` binary as a child process with its own database, port and log
+//!   (and its admin socket; SIGHUP; waiting for a line in its log);
 //! - [`OfficialServer`]: the official server (`python -m anki.syncserver`) with the same
 //!   lifecycle, as a reference to compare against;
 //! - [`Device`]: one simulated Anki device, i.e. one collection driven by the official client
@@ -48,6 +49,8 @@ const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
 const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bound for a single plain HTTP exchange.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a line the server is about to log may take to appear.
+const LOG_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Environment variables that must not reach servers, devices or the CLI: proxies would
 /// route loopback traffic elsewhere, and the legacy client reads its server address from the
@@ -537,6 +540,14 @@ impl ServerProcess {
         );
     }
 
+    fn signal(&self, signal_number: libc::c_int) {
+        let child = self
+            .child
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} is not running", self.name));
+        signal(child, signal_number);
+    }
+
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -650,6 +661,32 @@ impl Server {
     /// Abrupt end: SIGKILL, as in a crash or power loss.
     pub fn kill(&mut self) {
         self.process.kill()
+    }
+
+    /// SIGHUP: the server re-reads its files (the users file).
+    pub fn hangup(&self) {
+        self.process.signal(libc::SIGHUP)
+    }
+
+    /// The admin socket the server listens on while it runs (`<database>.sock`).
+    pub fn socket_path(&self) -> PathBuf {
+        let mut path = self.db_path.clone().into_os_string();
+        path.push(".sock");
+        PathBuf::from(path)
+    }
+
+    /// Waits until the log holds `needle` at least `count` times (bounded; panics with the
+    /// log when it does not happen), e.g. for the end of a reload or a test pause point.
+    pub fn wait_for_log(&self, needle: &str, count: usize) {
+        let deadline = Instant::now() + LOG_TIMEOUT;
+        while self.log().matches(needle).count() < count {
+            assert!(
+                Instant::now() < deadline,
+                "`{needle}` did not appear {count} time(s) in the log within {LOG_TIMEOUT:?}:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Stops the server if it runs, then starts it again on the same database. The port
