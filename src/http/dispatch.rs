@@ -196,9 +196,9 @@ where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let envelope = if let Some(key) = envelope::header_host_key(headers)? {
+    let envelope = if let Some((key, envelope)) = envelope::header_host_key(headers)? {
         context.user = Some(app.users.resolve(&key).await?);
-        Envelope::Modern
+        envelope
     } else {
         Envelope::Legacy
     };
