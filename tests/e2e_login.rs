@@ -44,6 +44,10 @@ fn the_legacy_client_logs_in_and_learns_the_same() {
         .login("user", "nope", &server.endpoint())
         .unwrap_err();
     assert_eq!(failure.kind, "AUTH", "{failure}");
+    // A host key the server does not know (e.g. after `user remove`): log in again.
+    device.set_host_key("0123456789abcdef0123456789abcdef");
+    let failure = device.sync().unwrap_err();
+    assert_eq!(failure.kind, "AUTH", "{failure}");
 }
 
 #[test]

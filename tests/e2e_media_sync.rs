@@ -1,6 +1,12 @@
 //! Media sync against the running server: real clients moving files between devices, and the
 //! protocol spoken by hand (the legacy multipart form, which answers in plain bytes) for what
 //! clients never send: bad zips, strangers' keys, unknown files.
+//!
+//! The legacy client (2.1.49) has a media session of its own: it opens it with
+//! `GET /msync/begin?k=<host key>&v=<client version>`, keeps the `sk` of the answer and sends
+//! it back as the multipart field `sk` beside an uncompressed `data` part (no `c` field) on
+//! every later media request. Scenarios with that client, and that session spoken by hand,
+//! run twice: `official_*` against the official server, `ours_*` against `ankisyncd`.
 
 mod support;
 
@@ -9,8 +15,8 @@ use std::io::{Cursor, Read, Write};
 use ankisyncd::store::{BlobStats, Store};
 use serde_json::{json, Value};
 use support::{
-    http_request, multipart, post_multipart, post_multipart_raw, ClientVersion, Device, Server,
-    ServerOptions,
+    http_request_raw, multipart, post_multipart, post_multipart_raw, ClientVersion, Device,
+    OfficialServer, Server, ServerOptions, SyncServer, MULTIPART_BOUNDARY,
 };
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipArchive, ZipWriter};
@@ -87,101 +93,18 @@ fn unzip(bytes: Vec<u8>) -> Vec<(String, Vec<u8>)> {
     files
 }
 
+/// What clients never send, refused with our own messages: bad zips and names. (The session
+/// itself, spoken by hand, runs against both servers in `legacy_media_session`.)
 #[test]
-fn the_media_protocol_by_hand_and_every_bad_input_refused() {
+fn every_bad_upload_is_refused_and_changes_nothing() {
     let mut options = ServerOptions::with_user("user", "pass");
     options.users.push(("other".into(), "pass".into()));
     let server = Server::start(options);
     let key = login(&server, "user");
-    let endpoint = server.endpoint();
 
-    // begin: GET with query parameters, or POST with the version as a form field.
-    let (status, body) = http_request(
-        &endpoint,
-        "GET",
-        &format!("/msync/begin?k={key}&v=2.1.49"),
-        &[],
-        b"",
-    );
-    assert_eq!(status, 200, "{body}");
-    let begin: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(begin, json!({"data": {"usn": 0, "sk": key}, "err": ""}));
-    let (status, body) = post_multipart(
-        &endpoint,
-        "/msync/begin",
-        &multipart(&[("k", key.as_bytes()), ("v", b"anki,2.1.49")]),
-    );
-    assert_eq!(
-        (status, body.contains(r#""err":"""#)),
-        (200, true),
-        "{body}"
-    );
-    let (status, _) = legacy_json(&server, "/msync/begin", &key, b"{}");
-    assert_eq!(status, 400, "a begin without a client version");
-
-    // A stranger's key is refused everywhere with 403, before anything is read or stored.
-    let (status, _) = http_request(&endpoint, "GET", "/msync/begin?k=nobody&v=x", &[], b"");
-    assert_eq!(status, 403);
-    for (path, data) in [
-        ("/msync/begin", &br#"{"v":"x"}"#[..]),
-        ("/msync/mediaChanges", br#"{"lastUsn":0}"#),
-        (
-            "/msync/uploadChanges",
-            &upload_zip(&[("a.jpg", Some(b"a"))]),
-        ),
-        ("/msync/downloadFiles", br#"{"files":[]}"#),
-        ("/msync/mediaSanity", br#"{"local":0}"#),
-    ] {
-        assert_eq!(legacy(&server, path, "not-a-key", data).0, 403, "{path}");
-    }
-
-    // A good upload, then the changes, the files and the sanity check.
-    let zip = upload_zip(&[
-        ("cat.jpg", Some(b"meow")),
-        ("dog.png", Some(b"woof")),
-        ("old.mp3", None),
-    ]);
+    let zip = upload_zip(&[("cat.jpg", Some(b"meow")), ("dog.png", Some(b"woof"))]);
     let (status, reply) = legacy_json(&server, "/msync/uploadChanges", &key, &zip);
-    assert_eq!((status, reply), (200, json!({"data": [3, 2], "err": ""})));
-    let (_, changes) = legacy_json(&server, "/msync/mediaChanges", &key, br#"{"lastUsn":0}"#);
-    assert_eq!(
-        changes,
-        json!({"data": [
-            ["cat.jpg", 1, "7d5c2a2d6136fbf166211d5183bf66214a247f31"],
-            ["dog.png", 2, "e8fe9d44419089eddd53c15b06ab24dcfeb20d70"]
-        ], "err": ""}),
-    );
-    let (status, zip) = legacy(
-        &server,
-        "/msync/downloadFiles",
-        &key,
-        br#"{"files":["dog.png","cat.jpg"]}"#,
-    );
-    assert_eq!(status, 200);
-    assert_eq!(
-        unzip(zip),
-        vec![
-            ("dog.png".into(), b"woof".to_vec()),
-            ("cat.jpg".into(), b"meow".to_vec())
-        ]
-    );
-    let (_, sanity) = legacy_json(&server, "/msync/mediaSanity", &key, br#"{"local":2}"#);
-    assert_eq!(sanity, json!({"data": "OK", "err": ""}));
-    let (_, sanity) = legacy_json(&server, "/msync/mediaSanity", &key, br#"{"local":3}"#);
-    assert_eq!(sanity, json!({"data": "mediaSanity", "err": ""}));
-
-    // Files the server does not have: 409; too many names: 400.
-    for files in [json!(["nope.jpg"]), json!(["cat.jpg", "old.mp3"])] {
-        let request = json!({ "files": files }).to_string();
-        let (status, _) = legacy(&server, "/msync/downloadFiles", &key, request.as_bytes());
-        assert_eq!(status, 409, "{files}");
-    }
-    let many: Vec<String> = (0..26).map(|i| format!("{i}.jpg")).collect();
-    let request = json!({ "files": many }).to_string();
-    assert_eq!(
-        legacy(&server, "/msync/downloadFiles", &key, request.as_bytes()).0,
-        400
-    );
+    assert_eq!((status, reply), (200, json!({"data": [2, 2], "err": ""})));
 
     // Bad uploads: each a clear 400, and the media usn (the proof that nothing was stored)
     // stays at 2.
@@ -349,26 +272,369 @@ fn media_travels_between_devices_byte_for_byte_and_is_stored_once() {
     assert_eq!(second, first);
 }
 
-#[test]
-fn a_legacy_client_syncs_media_with_a_current_one() {
-    let server = Server::start(ServerOptions::with_user("user", "pass"));
-    let mut current = Device::new(ClientVersion::Current);
-    let mut old = Device::new(ClientVersion::Legacy);
-    current.login("user", "pass", &server.endpoint()).unwrap();
-    old.login("user", "pass", &server.endpoint()).unwrap();
-    let new_files: Vec<(String, usize, u64)> = (0..20)
-        .map(|i| (format!("new {i}.jpg"), 500 + i, i as u64))
+// ---------------------------------------------------------------------------------------
+// The legacy client, against both servers
+
+fn media_device(version: ClientVersion, server: &impl SyncServer) -> Device {
+    let mut device = Device::new(version);
+    device.login("user", "pass", &server.endpoint()).unwrap();
+    device
+}
+
+/// `(name, size, seed)` triples as `Device::write_media` takes them.
+fn specs(files: &[(String, usize, u64)]) -> Vec<(&str, usize, u64)> {
+    files.iter().map(|(n, s, d)| (n.as_str(), *s, *d)).collect()
+}
+
+/// Scenario 1: two legacy devices share media: 70 small files, 4 of about 1 MB and non-ASCII
+/// names (one decomposed) go up in several zips of at most 25 files and come down in zips
+/// cut by the 25-file and 2.5 MiB limits; deletions and later additions follow; a device
+/// whose key the server does not know is told to log in again.
+fn legacy_devices_share_media(server: &mut impl SyncServer) {
+    let mut a = media_device(ClientVersion::Legacy, server);
+    let mut b = media_device(ClientVersion::Legacy, server);
+    let mut files: Vec<(String, usize, u64)> = (0..70)
+        .map(|i| (format!("small {i}.txt"), 300 + i * 13, i as u64))
         .collect();
-    let new_files: Vec<(&str, usize, u64)> = new_files
-        .iter()
-        .map(|(n, s, d)| (n.as_str(), *s, *d))
+    for i in 0..4 {
+        files.push((format!("big {i}.bin"), 1_000_000 + i * 777, 500 + i as u64));
+    }
+    for (i, name) in ["日本語.png", "Ελληνικά.jpg", "cafe\u{301}.mp3"]
+        .into_iter()
+        .enumerate()
+    {
+        files.push((name.to_string(), 1500 + i, 900 + i as u64));
+    }
+    let stored = a.write_media(&specs(&files));
+    assert!(stored.contains(&"café.mp3".to_string()), "{stored:?}");
+    a.sync_media().unwrap();
+    b.sync_media().unwrap();
+    let on_a = a.media_files();
+    assert_eq!(on_a.len(), files.len());
+    assert_eq!(b.media_files(), on_a, "B has byte-identical files");
+
+    b.trash_media(&["small 3.txt", "big 1.bin", "日本語.png"]);
+    b.sync_media().unwrap();
+    a.write_media(&[("late.txt", 4321, 77)]);
+    a.sync_media().unwrap();
+    b.sync_media().unwrap();
+    let on_a = a.media_files();
+    assert_eq!(on_a.len(), files.len() - 3 + 1);
+    assert!(!on_a.contains_key("small 3.txt") && !on_a.contains_key("big 1.bin"));
+    assert!(!on_a.contains_key("日本語.png") && on_a.contains_key("late.txt"));
+    assert_eq!(b.media_files(), on_a);
+
+    let mut stranger = Device::new(ClientVersion::Legacy);
+    stranger.set_endpoint(&server.endpoint());
+    stranger.set_host_key("0123456789abcdef0123456789abcdef");
+    stranger.write_media(&[("mine.txt", 10, 1)]);
+    let failure = stranger.sync_media().unwrap_err();
+    assert_eq!(failure.kind, "AUTH", "{failure}");
+}
+
+/// Scenario 2: a current and a legacy device of one user keep each other's media, additions
+/// and deletions both ways.
+fn legacy_and_current_share_media(server: &mut impl SyncServer) {
+    let mut current = media_device(ClientVersion::Current, server);
+    let mut legacy = media_device(ClientVersion::Legacy, server);
+    let mut from_current: Vec<(String, usize, u64)> = (0..30)
+        .map(|i| (format!("current {i}.jpg"), 500 + i * 31, i as u64))
         .collect();
-    current.write_media(&new_files);
+    from_current.push(("current big.bin".into(), 2_000_000, 60));
+    current.write_media(&specs(&from_current));
     current.sync_media().unwrap();
-    old.write_media(&[("from 2.1.49.png", 3000, 99), ("ünïcödé.mp3", 10, 98)]);
-    old.sync_media().unwrap();
+    legacy.write_media(&[
+        ("from 2.1.49.png", 3000, 99),
+        ("ünïcödé.mp3", 10, 98),
+        ("legacy big.bin", 1_500_000, 97),
+    ]);
+    legacy.sync_media().unwrap();
     current.sync_media().unwrap();
     let files = current.media_files();
-    assert_eq!(files.len(), 22);
-    assert_eq!(old.media_files(), files);
+    assert_eq!(files.len(), 34);
+    assert_eq!(legacy.media_files(), files);
+
+    legacy.trash_media(&["current 0.jpg", "current big.bin"]);
+    legacy.sync_media().unwrap();
+    current.sync_media().unwrap();
+    current.trash_media(&["from 2.1.49.png"]);
+    current.sync_media().unwrap();
+    legacy.sync_media().unwrap();
+    let files = current.media_files();
+    assert_eq!(files.len(), 31);
+    for gone in ["current 0.jpg", "current big.bin", "from 2.1.49.png"] {
+        assert!(!files.contains_key(gone), "{gone}");
+    }
+    assert_eq!(legacy.media_files(), files);
+}
+
+/// `hostKey` as 2.1.49 sends it: gzip-compressed `data` and `c=1`.
+fn login_as_2_1_49(endpoint: &str) -> String {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(br#"{"u":"user","p":"pass"}"#).unwrap();
+    let (status, body) = post_multipart(
+        endpoint,
+        "/sync/hostKey",
+        &multipart(&[("data", &gz.finish().unwrap()), ("c", b"1")]),
+    );
+    assert_eq!(status, 200, "{body}");
+    let reply: Value = serde_json::from_str(&body).unwrap();
+    reply["key"].as_str().unwrap().to_string()
+}
+
+/// A media request body exactly as 2.1.49 sends it: the uncompressed `data` part, named as a
+/// file, then the session key `sk`; no compression flag.
+fn as_2_1_49(sk: &str, data: &[u8]) -> Vec<u8> {
+    let mut body = format!(
+        "--{MULTIPART_BOUNDARY}\r\nContent-Disposition: form-data; name=\"data\"; \
+         filename=\"data\"\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(data);
+    body.extend_from_slice(
+        format!(
+            "\r\n--{MULTIPART_BOUNDARY}\r\nContent-Disposition: form-data; name=\"sk\"\r\n\r\n\
+             {sk}\r\n--{MULTIPART_BOUNDARY}--\r\n"
+        )
+        .as_bytes(),
+    );
+    body
+}
+
+/// The client version 2.1.49 puts in the query of `GET /msync/begin`, as it encodes it.
+const LEGACY_BEGIN_VERSION: &str = "anki%2C2.1.49+%28dc80804a%29%2Clinux";
+
+/// Scenario 3: the legacy media session spoken by hand, request for request as 2.1.49
+/// speaks it (see the module doc), with the answers a legacy client relies on, byte for byte
+/// where it parses them: `sk` is the host key; a key the server does not know is 403 wherever
+/// it appears (the client's "log in again"); a `begin` without a client version is 400.
+fn legacy_media_session(server: &mut impl SyncServer) {
+    let endpoint = server.endpoint();
+    let key = login_as_2_1_49(&endpoint);
+    // Bodies with the key replaced: the official server derives it from the password, ours
+    // is random.
+    let text = |(status, body): (u16, Vec<u8>)| {
+        (status, String::from_utf8_lossy(&body).replace(&key, "KEY"))
+    };
+    let get = |query: &str| {
+        let path = format!("/msync/begin?{query}");
+        text(http_request_raw(&endpoint, "GET", &path, &[], b""))
+    };
+    let post = |path: &str, sk: &str, data: &[u8]| {
+        post_multipart_raw(&endpoint, path, &as_2_1_49(sk, data))
+    };
+
+    let begin = format!("k={key}&v={LEGACY_BEGIN_VERSION}");
+    assert_eq!(
+        get(&begin),
+        (200, r#"{"data":{"usn":0,"sk":"KEY"},"err":""}"#.into())
+    );
+    for (query, status) in [
+        (format!("k=0123456789abcdef&v={LEGACY_BEGIN_VERSION}"), 403),
+        (format!("k=&v={LEGACY_BEGIN_VERSION}"), 403),
+        (format!("k={key}&v="), 400),
+        (format!("k={key}"), 400),
+        (format!("v={LEGACY_BEGIN_VERSION}"), 400),
+    ] {
+        assert_eq!(get(&query).0, status, "GET /msync/begin?{query}");
+    }
+
+    // One session: upload, changes, download, sanity, with `sk` = what begin answered.
+    let zip = upload_zip(&[
+        ("cat.jpg", Some(b"meow")),
+        ("dog.png", Some(b"woof")),
+        ("never there.mp3", None),
+    ]);
+    assert_eq!(
+        text(post("/msync/uploadChanges", &key, &zip)),
+        (200, r#"{"data":[3,2],"err":""}"#.into())
+    );
+    assert_eq!(
+        text(post("/msync/mediaChanges", &key, br#"{"lastUsn":0}"#)),
+        (
+            200,
+            r#"{"data":[["cat.jpg",1,"7d5c2a2d6136fbf166211d5183bf66214a247f31"],["dog.png",2,"e8fe9d44419089eddd53c15b06ab24dcfeb20d70"]],"err":""}"#
+                .into()
+        )
+    );
+    let (status, zip) = post(
+        "/msync/downloadFiles",
+        &key,
+        br#"{"files":["dog.png","cat.jpg"]}"#,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        unzip(zip),
+        vec![
+            ("dog.png".into(), b"woof".to_vec()),
+            ("cat.jpg".into(), b"meow".to_vec())
+        ]
+    );
+    assert_eq!(
+        text(post("/msync/mediaSanity", &key, br#"{"local":2}"#)),
+        (200, r#"{"data":"OK","err":""}"#.into())
+    );
+    assert_eq!(
+        text(post("/msync/mediaSanity", &key, br#"{"local":1}"#)),
+        (200, r#"{"data":"mediaSanity","err":""}"#.into())
+    );
+
+    // The next session: a deletion, reported with an empty sha1; the deleted file and
+    // unknown ones cannot be downloaded; more than 25 names is a malformed request.
+    assert_eq!(
+        get(&begin),
+        (200, r#"{"data":{"usn":2,"sk":"KEY"},"err":""}"#.into())
+    );
+    let zip = upload_zip(&[("cat.jpg", None)]);
+    assert_eq!(
+        text(post("/msync/uploadChanges", &key, &zip)),
+        (200, r#"{"data":[1,3],"err":""}"#.into())
+    );
+    assert_eq!(
+        text(post("/msync/mediaChanges", &key, br#"{"lastUsn":2}"#)),
+        (200, r#"{"data":[["cat.jpg",3,""]],"err":""}"#.into())
+    );
+    for files in [json!(["cat.jpg"]), json!(["dog.png", "nope.jpg"])] {
+        let request = json!({ "files": files }).to_string();
+        let (status, _) = post("/msync/downloadFiles", &key, request.as_bytes());
+        assert_eq!(status, 409, "{files}");
+    }
+    let many: Vec<String> = (0..26).map(|i| format!("{i}.jpg")).collect();
+    let request = json!({ "files": many }).to_string();
+    assert_eq!(
+        post("/msync/downloadFiles", &key, request.as_bytes()).0,
+        400
+    );
+
+    // A session key the server does not know, on every method: 403, nothing stored.
+    let lone_zip = upload_zip(&[("intruder.jpg", Some(b"x"))]);
+    for (path, data) in [
+        ("/msync/begin", &br#"{"v":"x"}"#[..]),
+        ("/msync/mediaChanges", br#"{"lastUsn":0}"#),
+        ("/msync/uploadChanges", &lone_zip),
+        ("/msync/downloadFiles", br#"{"files":["dog.png"]}"#),
+        ("/msync/mediaSanity", br#"{"local":1}"#),
+    ] {
+        for sk in ["0123456789abcdef", ""] {
+            assert_eq!(post(path, sk, data).0, 403, "{path} with sk {sk:?}");
+        }
+        let no_key = multipart(&[("data", data)]);
+        assert_eq!(
+            post_multipart_raw(&endpoint, path, &no_key).0,
+            403,
+            "{path} without a key"
+        );
+    }
+
+    // `k` and `sk` are one field: the later one counts.
+    let changes = br#"{"lastUsn":3}"#;
+    assert_eq!(
+        both_at(
+            &endpoint,
+            "/msync/mediaChanges",
+            &[("k", b"nobody"), ("sk", key.as_bytes()), ("data", changes)]
+        ),
+        (200, r#"{"data":[],"err":""}"#.into())
+    );
+    assert_eq!(
+        both_at(
+            &endpoint,
+            "/msync/mediaChanges",
+            &[("sk", key.as_bytes()), ("k", b"nobody"), ("data", changes)]
+        )
+        .0,
+        403
+    );
+
+    // Older clients: `begin` as a multipart POST with the version as a field, and media
+    // JSON gzip-compressed (`c=1`).
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(b"{}").unwrap();
+    let gz = gz.finish().unwrap();
+    assert_eq!(
+        both_at(
+            &endpoint,
+            "/msync/begin",
+            &[
+                ("k", key.as_bytes()),
+                ("v", b"ankidesktop,2.1.15,lin:debian:10"),
+                ("c", b"1"),
+                ("data", &gz),
+            ]
+        ),
+        (200, r#"{"data":{"usn":3,"sk":"KEY"},"err":""}"#.into())
+    );
+    assert_eq!(
+        both_at(
+            &endpoint,
+            "/msync/begin",
+            &[("sk", key.as_bytes()), ("data", b"{}")]
+        )
+        .0,
+        400
+    );
+}
+
+/// A multipart POST; the answer as text with `KEY` in place of the user's key, taken to be
+/// the longest `k`/`sk` value among `fields`.
+fn both_at(endpoint: &str, path: &str, fields: &[(&str, &[u8])]) -> (u16, String) {
+    let key = fields
+        .iter()
+        .filter(|(name, _)| *name == "k" || *name == "sk")
+        .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
+        .max_by_key(String::len)
+        .unwrap_or_default();
+    let (status, body) = post_multipart_raw(endpoint, path, &multipart(fields));
+    (status, String::from_utf8_lossy(&body).replace(&key, "KEY"))
+}
+
+fn official() -> OfficialServer {
+    OfficialServer::start(ServerOptions::with_user("user", "pass"))
+}
+
+fn ours() -> Server {
+    Server::start(ServerOptions::with_user("user", "pass"))
+}
+
+#[test]
+fn official_legacy_devices_share_media() {
+    legacy_devices_share_media(&mut official());
+}
+
+#[test]
+fn ours_legacy_devices_share_media() {
+    let mut server = ours();
+    legacy_devices_share_media(&mut server);
+    // What the two devices sent, from the request log: every session opened by a GET, the
+    // 77 first files in four upload zips, and downloads cut by the 2.5 MiB limit too.
+    let log = server.log();
+    let requests = |method: &str| {
+        log.lines()
+            .filter(|line| line.contains(&format!("method={method} ")))
+            .count()
+    };
+    assert_eq!(requests("msync/begin"), 0, "{log}");
+    assert!(requests("/msync/begin") >= 5, "{log}");
+    assert!(requests("msync/uploadChanges") >= 6, "{log}");
+    assert!(requests("msync/downloadFiles") >= 5, "{log}");
+}
+
+#[test]
+fn official_legacy_and_current_share_media() {
+    legacy_and_current_share_media(&mut official());
+}
+
+#[test]
+fn ours_legacy_and_current_share_media() {
+    legacy_and_current_share_media(&mut ours());
+}
+
+#[test]
+fn official_legacy_media_session() {
+    legacy_media_session(&mut official());
+}
+
+#[test]
+fn ours_legacy_media_session() {
+    legacy_media_session(&mut ours());
 }

@@ -105,4 +105,9 @@ fn the_legacy_client_logs_in_and_uploads_for_a_current_client_to_download() {
     // differently.
     assert_eq!(legacy.dump().notes, current.dump().notes);
     assert_eq!(legacy.dump().cards, current.dump().cards);
+
+    // A host key the server does not know: the client's "log in again".
+    legacy.set_host_key("0123456789abcdef0123456789abcdef");
+    let failure = legacy.sync().unwrap_err();
+    assert_eq!(failure.kind, "AUTH", "{failure}");
 }

@@ -202,9 +202,9 @@ where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let envelope = if let Some(key) = envelope::header_host_key(headers)? {
+    let envelope = if let Some((key, envelope)) = envelope::header_host_key(headers)? {
         authenticate(&app.users, &key, context).await?;
-        Envelope::Modern
+        envelope
     } else {
         Envelope::Legacy
     };

@@ -4,16 +4,17 @@
 use serde::{Deserialize, Serialize};
 
 /// Sync protocol versions this server speaks (protocol.md §1.1).
-pub(crate) const MIN_SYNC_VERSION: i64 = 8;
-pub(crate) const MAX_SYNC_VERSION: i64 = 11;
+pub(crate) const MIN_SYNC_VERSION: u8 = 8;
+pub(crate) const MAX_SYNC_VERSION: u8 = 11;
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct MetaRequest {
-    /// Sync version. Wider than u8 so that an absurd value gets the "client too old" reply
-    /// rather than a parse error.
-    #[serde(rename = "v", default)]
-    pub sync_version: i64,
-    /// Client version string, for logs.
+    /// Sync version. A byte, as on the official server: a missing or larger value is a
+    /// malformed request (400), a byte outside 8..=11 "client too old" (501).
+    #[serde(rename = "v")]
+    pub sync_version: u8,
+    /// Client version string, for logs. Optional here, though the official server requires
+    /// it: it changes nothing, so a client that leaves it out is not turned away.
     #[serde(rename = "cv", default)]
     pub client_version: String,
 }
@@ -46,8 +47,16 @@ mod tests {
     fn wire_shape() {
         let r: MetaRequest = serde_json::from_str(r#"{"v":11,"cv":"anki,26.09"}"#).unwrap();
         assert_eq!(r.sync_version, 11);
-        let r: MetaRequest = serde_json::from_str(r#"{"v":300}"#).unwrap();
-        assert_eq!(r.sync_version, 300);
+        let r: MetaRequest = serde_json::from_str(r#"{"v":7}"#).unwrap();
+        assert_eq!((r.sync_version, r.client_version.as_str()), (7, ""));
+        for bad in [
+            r#"{"v":300}"#,
+            r#"{"v":-1}"#,
+            r#"{"cv":"x"}"#,
+            r#"{"v":"11"}"#,
+        ] {
+            assert!(serde_json::from_str::<MetaRequest>(bad).is_err(), "{bad}");
+        }
         let out = MetaResponse {
             modified_ms: 1,
             schema_ms: 2,

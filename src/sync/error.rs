@@ -12,7 +12,7 @@ pub(crate) enum SyncError {
     #[error("too many failed logins; try again in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
     #[error("sync version {0} is not supported (this server speaks 8..=11); update Anki")]
-    ClientTooOld(i64),
+    ClientTooOld(u8),
     /// The request is malformed or its data cannot be applied; clients suggest Check
     /// Database.
     #[error("{0}")]

@@ -16,8 +16,9 @@ const EMPTY_OBJECT: &[u8] = b"{}";
 #[derive(Debug, Default)]
 struct Fields {
     compression: Option<String>,
-    k: Option<String>,
-    sk: Option<String>,
+    /// `k`, or `sk` as legacy media sync names it: one slot, as on the official server, so
+    /// whichever of the two comes last is the key.
+    host_key: Option<String>,
     s: Option<String>,
     v: Option<String>,
     data: Option<Bytes>,
@@ -42,8 +43,7 @@ where
     while let Some(field) = multipart.next_field().await.map_err(multer_error)? {
         let slot = match field.name() {
             Some("c") => &mut fields.compression,
-            Some("k") => &mut fields.k,
-            Some("sk") => &mut fields.sk,
+            Some("k" | "sk") => &mut fields.host_key,
             Some("s") => &mut fields.s,
             Some("v") => &mut fields.v,
             Some("data") => {
@@ -72,22 +72,12 @@ where
     Ok(SyncRequest {
         envelope: Envelope::Legacy,
         sync_version: LEGACY_SYNC_VERSION,
-        host_key: host_key(fields.k, fields.sk),
+        host_key: fields.host_key.unwrap_or_default(),
         session_key: fields.s.unwrap_or_default(),
         client_version: fields.v.clone().unwrap_or_default(),
         body,
         legacy_media_version: fields.v,
     })
-}
-
-/// Legacy media sync carries the key as `sk`; an empty `k` cannot authenticate anything,
-/// so it does not hide a usable `sk`.
-fn host_key(k: Option<String>, sk: Option<String>) -> String {
-    match (k, sk) {
-        (Some(k), _) if !k.is_empty() => k,
-        (_, Some(sk)) => sk,
-        (k, None) => k.unwrap_or_default(),
-    }
 }
 
 fn multer_error(error: multer::Error) -> EnvelopeError {
@@ -130,8 +120,7 @@ where
         while let Some(mut field) = multipart.next_field().await.map_err(multer_error)? {
             let slot = match field.name() {
                 Some("c") => &mut fields.compression,
-                Some("k") => &mut fields.k,
-                Some("sk") => &mut fields.sk,
+                Some("k" | "sk") => &mut fields.host_key,
                 Some("s") => &mut fields.s,
                 Some("v") => &mut fields.v,
                 Some("data") => {
@@ -173,7 +162,7 @@ where
     let request = SyncRequest {
         envelope: Envelope::Legacy,
         sync_version: LEGACY_SYNC_VERSION,
-        host_key: host_key(fields.k, fields.sk),
+        host_key: fields.host_key.unwrap_or_default(),
         session_key: fields.s.unwrap_or_default(),
         client_version: fields.v.clone().unwrap_or_default(),
         body: Bytes::new(),

@@ -42,6 +42,8 @@ pub(crate) const MAX_SYNC_VERSION: u8 = 11;
 /// Legacy requests do not say which version they speak, so they are all taken to be v10
 /// (spec §1.1): plain responses and schema-11 full downloads.
 pub(crate) const LEGACY_SYNC_VERSION: u8 = 10;
+/// The first version whose responses are zstd-compressed (spec §1.1).
+const ZSTD_SYNC_VERSION: u8 = 11;
 
 const MIB: u64 = 1024 * 1024;
 const KIB: u64 = 1024;
@@ -76,13 +78,27 @@ impl Default for Limits {
     }
 }
 
-/// Which envelope a request arrived in; the response must be sent in the same one.
+/// How the response to a request is encoded. It follows the request's envelope, except that
+/// the official server answers a request with an `anki-sync` header declaring a version below
+/// 11 in plain bytes, as it does every legacy request (spec §1.1: zstd ⇔ v ≥ 11).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Envelope {
-    /// `anki-sync` header + zstd body; responses are zstd with `anki-original-size`.
+    /// zstd body with `anki-original-size`: `anki-sync` requests of version 11.
     Modern,
-    /// Multipart (+gzip) or `GET /msync/begin`; responses are plain bytes.
+    /// Plain bytes: multipart (+gzip) requests, `GET /msync/begin`, and `anki-sync` requests
+    /// of versions 8–10.
     Legacy,
+}
+
+impl Envelope {
+    /// The response form for a request with an `anki-sync` header of version `v`.
+    fn for_header_version(v: u8) -> Envelope {
+        if v >= ZSTD_SYNC_VERSION {
+            Envelope::Modern
+        } else {
+            Envelope::Legacy
+        }
+    }
 }
 
 /// A request with its envelope removed.
@@ -189,7 +205,7 @@ where
         let compressed = read_body(body, limits).await?;
         let body = modern::decompress(compressed, limits).await?;
         return Ok(SyncRequest {
-            envelope: Envelope::Modern,
+            envelope: Envelope::for_header_version(header.v),
             sync_version: header.v,
             host_key: header.k,
             session_key: header.s,
@@ -213,12 +229,18 @@ fn multipart_boundary(headers: &HeaderMap) -> Result<String, EnvelopeError> {
         .ok_or(EnvelopeError::NotMultipart)
 }
 
-/// The host key of a modern request, read from its header without touching the body, so an
-/// upload from a stranger is refused before it is stored. `None` for legacy requests.
-pub(crate) fn header_host_key(headers: &HeaderMap) -> Result<Option<String>, EnvelopeError> {
+/// The host key of a request with an `anki-sync` header and the form its response takes,
+/// read from the header without touching the body, so an upload from a stranger is refused
+/// before it is stored. `None` for multipart requests.
+pub(crate) fn header_host_key(
+    headers: &HeaderMap,
+) -> Result<Option<(String, Envelope)>, EnvelopeError> {
     headers
         .get(ANKI_SYNC_HEADER)
-        .map(|value| modern::parse_header(value).map(|header| header.k))
+        .map(|value| {
+            modern::parse_header(value)
+                .map(|header| (header.k, Envelope::for_header_version(header.v)))
+        })
         .transpose()
 }
 

@@ -157,8 +157,9 @@ proptest! {
         check_typed(&result)?;
         match result {
             Ok(request) => {
-                prop_assert_eq!(request.envelope, Envelope::Modern);
                 prop_assert!((MIN_SYNC_VERSION..=MAX_SYNC_VERSION).contains(&request.sync_version));
+                let answer = if request.sync_version == 11 { Envelope::Modern } else { Envelope::Legacy };
+                prop_assert_eq!(request.envelope, answer);
             }
             Err(error) => prop_assert!(
                 matches!(error, EnvelopeError::BadHeader(_) | EnvelopeError::UnsupportedVersion(_)),

@@ -87,7 +87,7 @@ where
             return Err(error);
         }
         let request = SyncRequest {
-            envelope: Envelope::Modern,
+            envelope: Envelope::for_header_version(header.v),
             sync_version: header.v,
             host_key: header.k,
             session_key: header.s,

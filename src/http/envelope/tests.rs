@@ -53,17 +53,26 @@ async fn modern_chunked_body_without_content_length() {
 }
 
 #[tokio::test]
-async fn modern_accepts_every_supported_version() {
-    for v in MIN_SYNC_VERSION..=MAX_SYNC_VERSION {
-        let request = decode_post(
-            &modern_headers(v, "k", "c", "s"),
-            full(zstd(b"{}")),
-            &Limits::default(),
-        )
-        .await
-        .expect("decodes");
+async fn modern_accepts_every_supported_version_and_answers_below_11_in_plain_bytes() {
+    // The body is zstd whatever the version; the official server compresses its answer only
+    // for version 11 (spec §1.1).
+    for (v, answer) in [
+        (8, Envelope::Legacy),
+        (9, Envelope::Legacy),
+        (10, Envelope::Legacy),
+        (11, Envelope::Modern),
+    ] {
+        let headers = modern_headers(v, "k", "c", "s");
+        let request = decode_post(&headers, full(zstd(b"{}")), &Limits::default())
+            .await
+            .expect("decodes");
         assert_eq!(request.sync_version, v);
-        assert_eq!(request.envelope, Envelope::Modern);
+        assert_eq!(request.body, &b"{}"[..]);
+        assert_eq!(request.envelope, answer, "v{v}");
+        let (key, file_answer) = header_host_key(&headers)
+            .expect("parses")
+            .expect("has a header");
+        assert_eq!((key.as_str(), file_answer), ("k", answer), "v{v}");
     }
 }
 
@@ -504,16 +513,19 @@ async fn legacy_sk_instead_of_k() {
 }
 
 #[tokio::test]
-async fn legacy_k_is_preferred_over_sk_unless_empty() {
+async fn legacy_k_and_sk_are_one_field_and_the_last_wins() {
+    // As on the official server: real clients send one or the other, never both.
     let request = decode_legacy(&[field("sk", b"from-sk"), field("k", b"from-k")])
         .await
         .expect("decodes");
     assert_eq!(request.host_key, "from-k");
-    let request = decode_legacy(&[field("k", b""), field("sk", b"from-sk")])
+    let request = decode_legacy(&[field("k", b"from-k"), field("sk", b"from-sk")])
         .await
         .expect("decodes");
     assert_eq!(request.host_key, "from-sk");
-    let request = decode_legacy(&[field("k", b"")]).await.expect("decodes");
+    let request = decode_legacy(&[field("sk", b"from-sk"), field("k", b"")])
+        .await
+        .expect("decodes");
     assert_eq!(request.host_key, "");
 }
 
