@@ -137,15 +137,15 @@ where
                 Some("data") => {
                     let mut file = tokio::fs::File::create(&raw)
                         .await
-                        .map_err(|e| EnvelopeError::Storage(format!("{}: {e}", raw.display())))?;
+                        .map_err(|e| EnvelopeError::storage(&raw, e))?;
                     while let Some(chunk) = field.chunk().await.map_err(multer_error)? {
-                        file.write_all(&chunk).await.map_err(|e| {
-                            EnvelopeError::Storage(format!("{}: {e}", raw.display()))
-                        })?;
+                        file.write_all(&chunk)
+                            .await
+                            .map_err(|e| EnvelopeError::storage(&raw, e))?;
                     }
                     file.flush()
                         .await
-                        .map_err(|e| EnvelopeError::Storage(format!("{}: {e}", raw.display())))?;
+                        .map_err(|e| EnvelopeError::storage(&raw, e))?;
                     saw_data = true;
                     continue;
                 }
@@ -167,7 +167,7 @@ where
     } else {
         tokio::fs::write(dest, b"")
             .await
-            .map_err(|e| EnvelopeError::Storage(format!("{}: {e}", dest.display())))?;
+            .map_err(|e| EnvelopeError::storage(dest, e))?;
         0
     };
     let request = SyncRequest {
