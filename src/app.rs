@@ -1,6 +1,7 @@
-//! The running server: opens the database, applies `SYNC_USERn`, starts the actors, binds
-//! the listener, serves until SIGINT/SIGTERM, and shuts down in order (HTTP first, then the
-//! actors, then the database), so every request in progress ends before the file closes.
+//! The running server: opens the database, applies `SYNC_USERn`, starts the janitor and the
+//! scheduled backups, starts the actors, binds the listener, serves until SIGINT/SIGTERM, and
+//! shuts down in order (HTTP first, then the actors, then the database), so every request in
+//! progress ends before the file closes.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -72,6 +73,7 @@ pub enum ServeError {
 
 /// Run the server until a shutdown signal.
 pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), ServeError> {
+    survive_file_size_limit();
     let store = {
         let path = config.database.clone();
         let cache_bytes =
@@ -105,6 +107,10 @@ pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), 
     let scratch = Arc::new(Scratch::open(&config.database).map_err(ServeError::Scratch)?);
     let janitor = Arc::new(Notify::new());
     tokio::spawn(run_janitor(store.clone(), janitor.clone()));
+    tokio::spawn(crate::backup_schedule::run(
+        store.clone(),
+        config.backup.clone(),
+    ));
 
     let users = SupervisorHandle::start(
         Arc::new(StoreDirectory::new(store.clone())),
@@ -165,6 +171,17 @@ pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), 
     media.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A write past the file size limit (`ulimit -f`) kills a process by default; ignored, the
+/// write fails with "File too large" and only the request that made it fails, as on a full
+/// disk.
+fn survive_file_size_limit() {
+    #[cfg(unix)]
+    // SAFETY: sets the disposition of one signal to "ignore"; no handler code is involved.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
 }
 
 /// Rows deleted per janitor transaction: short enough not to delay anybody's commit.

@@ -55,6 +55,7 @@ where
         let mut total: u64 = 0;
         let mut over = false;
         let mut transport = None;
+        let mut writing = true;
         while let Some(frame) = body.frame().await {
             let data = match frame {
                 Ok(frame) => match frame.into_data() {
@@ -71,9 +72,11 @@ where
                 over = true;
                 break;
             }
-            // The writer stopped (bad data, or past the cap): its error is the answer.
-            if sender.send(data).await.is_err() {
-                break;
+            // Once the writer has stopped (bad data, past the cap, a failed disk) its error
+            // is the answer, but the rest of the body is still read and dropped (within the
+            // body limit): a client still sending would otherwise never see the answer.
+            if writing && sender.send(data).await.is_err() {
+                writing = false;
             }
         }
         drop(sender);
