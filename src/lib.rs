@@ -4,11 +4,13 @@
 
 mod app;
 pub mod auth;
+mod backup_schedule;
 pub mod cli;
 mod clock;
 pub mod config;
 mod fullsync;
 mod http;
+mod maintenance;
 mod media;
 mod protocol;
 pub mod store;

@@ -284,6 +284,17 @@ impl Store {
         Ok(doomed)
     }
 
+    /// Delete every doomed generation now, `batch` rows per transaction (offline
+    /// maintenance; the running server's janitor does it in the background). Returns how
+    /// many generations went.
+    pub fn delete_doomed_generations(&self, batch: usize) -> Result<usize, StoreError> {
+        let doomed = self.doomed_generations()?;
+        for (user_id, generation) in &doomed {
+            while !self.delete_generation_batch(*user_id, *generation, batch)? {}
+        }
+        Ok(doomed.len())
+    }
+
     /// Delete up to `max_rows` rows of a doomed generation in one short transaction; when
     /// none are left, forget the generation. Returns true when it is gone.
     pub fn delete_generation_batch(

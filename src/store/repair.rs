@@ -43,11 +43,7 @@ impl Store {
             }
             changes.extend(self.apply_fixes(&report)?);
         }
-        let mut deleted = 0;
-        for (user_id, generation) in self.doomed_generations()? {
-            while !self.delete_generation_batch(user_id, generation, DELETE_BATCH)? {}
-            deleted += 1;
-        }
+        let deleted = self.delete_doomed_generations(DELETE_BATCH)?;
         if deleted > 0 {
             changes.push(format!(
                 "deleted {deleted} generation(s) waiting for deletion"
