@@ -34,11 +34,15 @@ fn download_everything(
     (device.dump(), device.media_files())
 }
 
-fn without_usns(mut dump: CollectionDump) -> CollectionDump {
-    dump.notes.iter_mut().for_each(|n| n.usn = 0);
-    dump.cards.iter_mut().for_each(|c| c.usn = 0);
-    dump.revlog.iter_mut().for_each(|r| r.usn = 0);
-    dump
+/// A server whose user "user" has uploaded a realistic collection from device A.
+fn uploaded(options: ServerOptions) -> (Server, Device) {
+    let server = Server::start(options);
+    let mut a = Device::new(ClientVersion::Current);
+    a.login("user", "pass", &server.endpoint()).unwrap();
+    a.add_rich_content("a");
+    assert_eq!(a.sync().unwrap().required, ChangesRequired::FullUpload);
+    a.full_upload().unwrap();
+    (server, a)
 }
 
 fn check(database: &Path, args: &[&str]) -> (bool, String) {
@@ -49,12 +53,7 @@ fn check(database: &Path, args: &[&str]) -> (bool, String) {
 
 #[test]
 fn a_copy_of_the_file_after_sigterm_is_the_live_state() {
-    let mut server = Server::start(ServerOptions::with_user("user", "pass"));
-    let mut a = Device::new(ClientVersion::Current);
-    a.login("user", "pass", &server.endpoint()).unwrap();
-    a.add_rich_content("a");
-    assert_eq!(a.sync().unwrap().required, ChangesRequired::FullUpload);
-    a.full_upload().unwrap();
+    let (mut server, mut a) = uploaded(ServerOptions::with_user("user", "pass"));
     a.write_media(&[("one.jpg", 70_000, 1), ("two.ogg", 300, 2)]);
     a.sync_media().unwrap();
     for round in 0..3 {
@@ -63,7 +62,7 @@ fn a_copy_of_the_file_after_sigterm_is_the_live_state() {
         a.sync().unwrap();
     }
     let live = download_everything("user", &server.endpoint());
-    assert_eq!(without_usns(live.0.clone()), without_usns(a.dump()));
+    assert_eq!(live.0.clone().without_usns(), a.dump().without_usns());
 
     server.stop();
     let copies = tempfile::tempdir().unwrap();
@@ -102,12 +101,7 @@ fn add_to_note_count(database: &Path, user_id: u64, delta: u64) {
 
 #[test]
 fn check_finds_a_corrupted_count_and_repair_rebuilds_it() {
-    let mut server = Server::start(ServerOptions::with_user("user", "pass"));
-    let mut a = Device::new(ClientVersion::Current);
-    a.login("user", "pass", &server.endpoint()).unwrap();
-    a.add_rich_content("a");
-    assert_eq!(a.sync().unwrap().required, ChangesRequired::FullUpload);
-    a.full_upload().unwrap();
+    let (mut server, mut a) = uploaded(ServerOptions::with_user("user", "pass"));
     a.add_notes(7, "synced");
     a.sync().unwrap();
     let notes = a.note_count();
@@ -143,17 +137,12 @@ fn check_finds_a_corrupted_count_and_repair_rebuilds_it() {
     a.sync().unwrap();
     assert_eq!(a.sync().unwrap().required, ChangesRequired::NoChanges);
     let (dump, _) = download_everything("user", &server.endpoint());
-    assert_eq!(without_usns(dump), without_usns(a.dump()));
+    assert_eq!(dump.without_usns(), a.dump().without_usns());
 }
 
 #[test]
 fn the_backup_command_copies_a_stopped_servers_file_and_explains_a_running_one() {
-    let mut server = Server::start(ServerOptions::with_user("user", "pass"));
-    let mut a = Device::new(ClientVersion::Current);
-    a.login("user", "pass", &server.endpoint()).unwrap();
-    a.add_rich_content("a");
-    assert_eq!(a.sync().unwrap().required, ChangesRequired::FullUpload);
-    a.full_upload().unwrap();
+    let (mut server, mut a) = uploaded(ServerOptions::with_user("user", "pass"));
     let out = tempfile::tempdir().unwrap();
     let backup = out.path().join("backup.redb");
     let target = backup.to_str().unwrap();
@@ -172,7 +161,7 @@ fn the_backup_command_copies_a_stopped_servers_file_and_explains_a_running_one()
     );
     let restored = Server::start_from(&backup, ServerOptions::with_user("user", "pass"));
     let (dump, _) = download_everything("user", &restored.endpoint());
-    assert_eq!(without_usns(dump), without_usns(a.dump()));
+    assert_eq!(dump.without_usns(), a.dump().without_usns());
 }
 
 /// Every line of the log with `text`, in order.
@@ -229,7 +218,7 @@ const SYNCS_AFTER: usize = 2;
 /// does, while the uploading legacy device keeps its own JSON: there, notetypes, decks and
 /// deck configs are compared by name.
 fn comparable(dump: CollectionDump, user: usize) -> CollectionDump {
-    let mut dump = without_usns(dump);
+    let mut dump = dump.without_usns();
     if version_of(user) == ClientVersion::Legacy {
         for objects in [&mut dump.decks, &mut dump.notetypes, &mut dump.deck_configs] {
             objects
@@ -402,12 +391,7 @@ fn a_backup_taken_while_eight_users_sync_has_every_finished_sync() {
 fn scheduled_backups_rotate_and_each_is_complete() {
     let backups = tempfile::tempdir().unwrap();
     let names = vec!["user".to_string()];
-    let mut server = Server::start(backup_options(&names, backups.path(), "1s", "2"));
-    let mut a = Device::new(ClientVersion::Current);
-    a.login("user", "pass", &server.endpoint()).unwrap();
-    a.add_rich_content("a");
-    assert_eq!(a.sync().unwrap().required, ChangesRequired::FullUpload);
-    a.full_upload().unwrap();
+    let (mut server, mut a) = uploaded(backup_options(&names, backups.path(), "1s", "2"));
     let uploaded = log_lines(&server, "scheduled backup written to ").len();
     // Three more, so the oldest were rotated away.
     wait_for(
@@ -439,5 +423,5 @@ fn scheduled_backups_rotate_and_each_is_complete() {
     let newest = files.last().unwrap();
     let restored = Server::start_from(newest, ServerOptions::with_user("user", "pass"));
     let (dump, _) = download_everything("user", &restored.endpoint());
-    assert_eq!(without_usns(dump), without_usns(a.dump()));
+    assert_eq!(dump.without_usns(), a.dump().without_usns());
 }

@@ -492,31 +492,13 @@ impl<'t> Checker<'t> {
             }
             Ok(())
         };
-        let range = (generation, i64::MIN)..=(generation, i64::MAX);
-        for entry in tx.open_table(NOTES)?.range(range.clone())? {
-            let (key, value) = entry?;
-            let id = key.value().1;
-            indexed(
-                RowKind::Note,
-                id,
-                decode_row::<NoteRow>(value.value(), "notes", id)?.usn,
-            )?;
-        }
-        for entry in tx.open_table(CARDS)?.range(range.clone())? {
-            let (key, value) = entry?;
-            let id = key.value().1;
-            indexed(
-                RowKind::Card,
-                id,
-                decode_row::<CardRow>(value.value(), "cards", id)?.usn,
-            )?;
-        }
-        for entry in tx.open_table(REVLOG)?.range(range.clone())? {
-            let (key, value) = entry?;
-            let id = key.value().1;
-            let usn = decode_row::<RevlogRow>(value.value(), "revlog", id)?.usn;
-            indexed(RowKind::Revlog, id, usn)?;
-        }
+        row_usns(
+            &tx.open_table(NOTES)?,
+            &tx.open_table(CARDS)?,
+            &tx.open_table(REVLOG)?,
+            generation,
+            &mut indexed,
+        )?;
         let mut stale = 0u64;
         let (notes, cards, revlog) = (
             tx.open_table(NOTES)?,
@@ -776,6 +758,45 @@ impl<'t> Checker<'t> {
         }
         Ok(())
     }
+}
+
+/// Calls `f(kind, id, usn)` for every note, card and review of a generation.
+pub(super) fn row_usns(
+    notes: &impl ReadableTable<(u64, i64), &'static [u8]>,
+    cards: &impl ReadableTable<(u64, i64), &'static [u8]>,
+    revlog: &impl ReadableTable<(u64, i64), &'static [u8]>,
+    generation: u64,
+    f: &mut impl FnMut(RowKind, i64, i32) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let range = (generation, i64::MIN)..=(generation, i64::MAX);
+    for entry in notes.range(range.clone())? {
+        let (key, value) = entry?;
+        let id = key.value().1;
+        f(
+            RowKind::Note,
+            id,
+            decode_row::<NoteRow>(value.value(), "notes", id)?.usn,
+        )?;
+    }
+    for entry in cards.range(range.clone())? {
+        let (key, value) = entry?;
+        let id = key.value().1;
+        f(
+            RowKind::Card,
+            id,
+            decode_row::<CardRow>(value.value(), "cards", id)?.usn,
+        )?;
+    }
+    for entry in revlog.range(range)? {
+        let (key, value) = entry?;
+        let id = key.value().1;
+        f(
+            RowKind::Revlog,
+            id,
+            decode_row::<RevlogRow>(value.value(), "revlog", id)?.usn,
+        )?;
+    }
+    Ok(())
 }
 
 /// Row counts of a generation, as a collection record keeps them.

@@ -54,16 +54,8 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// The disk fault behind this error, if it is one: the operator must act, the client
-    /// can only retry later.
-    pub fn disk_fault(&self) -> Option<&DiskFault> {
-        match self {
-            StoreError::Disk(fault) => Some(fault),
-            _ => None,
-        }
-    }
-
-    /// Whether the error says the disk (not the data or the code) is at fault.
+    /// Whether the error says the disk (not the data or the code) is at fault: the operator
+    /// must act, the client can only try again later.
     pub fn is_disk(&self) -> bool {
         matches!(
             self,

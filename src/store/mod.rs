@@ -374,9 +374,8 @@ mod disk_fault_tests {
         let (_dir, store) = temp_store();
         store.set_user("before", "h", 0).unwrap();
         let err = fill_the_disk(&store);
-        assert_eq!(
-            err.disk_fault().map(|f| f.kind),
-            Some(std::io::ErrorKind::StorageFull),
+        assert!(
+            matches!(&err, StoreError::Disk(f) if f.kind == std::io::ErrorKind::StorageFull),
             "{err:?}"
         );
         assert!(err.to_string().contains("free space"), "{err}");

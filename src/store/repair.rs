@@ -7,14 +7,14 @@ use std::collections::{BTreeMap, HashMap};
 
 use redb::{ReadableTable, WriteTransaction};
 
-use super::check::{CheckReport, Fix};
+use super::check::{row_usns, CheckReport, Fix};
 use super::tables::{
-    CardRow, CollectionRecord, GenerationRecord, GenerationState, HostKeyRecord, MediaRecord,
-    NoteRow, RevlogRow, RowKind, UserRecord, BLOBS, BLOB_REFS, CARDS, CHANGES, COLLECTIONS,
-    GENERATIONS, GRAVES, HOST_KEYS, MEDIA, MEDIA_TOTALS, MEDIA_USN, META, META_NEXT_GENERATION,
-    META_NEXT_USER_ID, NOTES, OBJECTS, REVLOG, STAGED, USERS, USER_HOST_KEYS, USER_NAMES,
+    CollectionRecord, GenerationRecord, GenerationState, HostKeyRecord, MediaRecord, RowKind,
+    UserRecord, BLOBS, BLOB_REFS, CARDS, CHANGES, COLLECTIONS, GENERATIONS, GRAVES, HOST_KEYS,
+    MEDIA, MEDIA_TOTALS, MEDIA_USN, META, META_NEXT_GENERATION, META_NEXT_USER_ID, NOTES, OBJECTS,
+    REVLOG, STAGED, USERS, USER_HOST_KEYS, USER_NAMES,
 };
-use super::{decode, decode_row, encode, Store, StoreError};
+use super::{decode, encode, Store, StoreError};
 
 /// Rows deleted per transaction when generations waiting for deletion are removed.
 const DELETE_BATCH: usize = 50_000;
@@ -298,7 +298,6 @@ fn reindex(tx: &WriteTransaction, generation: u64, from: i32) -> Result<String, 
         (generation, i32::MIN, 0u8, i64::MIN)..=(generation, i32::MAX, u8::MAX, i64::MAX),
         |_, _| false,
     )?;
-    let rows = (generation, i64::MIN)..=(generation, i64::MAX);
     let mut indexed = 0;
     let mut index = |kind: RowKind, id: i64, usn: i32| -> Result<(), StoreError> {
         if usn >= from {
@@ -307,30 +306,13 @@ fn reindex(tx: &WriteTransaction, generation: u64, from: i32) -> Result<String, 
         }
         Ok(())
     };
-    for entry in tx.open_table(NOTES)?.range(rows.clone())? {
-        let (key, value) = entry?;
-        let id = key.value().1;
-        index(
-            RowKind::Note,
-            id,
-            decode_row::<NoteRow>(value.value(), "notes", id)?.usn,
-        )?;
-    }
-    for entry in tx.open_table(CARDS)?.range(rows.clone())? {
-        let (key, value) = entry?;
-        let id = key.value().1;
-        index(
-            RowKind::Card,
-            id,
-            decode_row::<CardRow>(value.value(), "cards", id)?.usn,
-        )?;
-    }
-    for entry in tx.open_table(REVLOG)?.range(rows)? {
-        let (key, value) = entry?;
-        let id = key.value().1;
-        let usn = decode_row::<RevlogRow>(value.value(), "revlog", id)?.usn;
-        index(RowKind::Revlog, id, usn)?;
-    }
+    row_usns(
+        &tx.open_table(NOTES)?,
+        &tx.open_table(CARDS)?,
+        &tx.open_table(REVLOG)?,
+        generation,
+        &mut index,
+    )?;
     Ok(format!("rebuilt with {indexed} entries"))
 }
 

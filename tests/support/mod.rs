@@ -1022,6 +1022,19 @@ pub struct CollectionDump {
     pub col: ColRow,
 }
 
+impl CollectionDump {
+    /// The dump with every row's usn zeroed. A device that resends rows the server already
+    /// has (after a crash, a restore or a failed sync) stamps its copies with the new usn
+    /// while the server keeps its own, as the official server does: only that bookkeeping
+    /// may differ between devices that agree on everything a user sees.
+    pub fn without_usns(mut self) -> CollectionDump {
+        self.notes.iter_mut().for_each(|n| n.usn = 0);
+        self.cards.iter_mut().for_each(|c| c.usn = 0);
+        self.revlog.iter_mut().for_each(|r| r.usn = 0);
+        self
+    }
+}
+
 /// One simulated Anki device: a collection of its own, driven by the official client of
 /// `version` in a long-lived Python process (`tests/client/device.py`).
 ///
