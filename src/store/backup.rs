@@ -300,11 +300,12 @@ impl Partial {
             })?;
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let path = out.with_file_name(format!(".{name}.{}-{n}.partial", std::process::id()));
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| io_error(&path, &e))?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        // Password hashes are in it: readable by its owner only, whatever the umask.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options.open(&path).map_err(|e| io_error(&path, &e))?;
         Ok(Partial { path, done: false })
     }
 
@@ -389,6 +390,12 @@ mod tests {
         let out = dir.path().join("backup.redb");
         let report = backup_to(&store, &out).unwrap();
         assert_eq!(report.users, 2);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
         assert_eq!(report.bytes, std::fs::metadata(&out).unwrap().len());
         assert!(!files_in(dir.path()).iter().any(|n| n.ends_with(".partial")));
 

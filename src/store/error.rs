@@ -20,7 +20,7 @@ pub enum StoreError {
         #[source]
         source: redb::DatabaseError,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}: {source}{}", fix_for(source))]
     Io {
         path: PathBuf,
         #[source]
@@ -61,6 +61,15 @@ impl StoreError {
             self,
             StoreError::Disk(_) | StoreError::Unavailable { .. } | StoreError::Interrupted
         ) || matches!(self, StoreError::Io { source, .. } if super::disk::is_disk_fault(source))
+    }
+}
+
+/// " (what to fix)" after a disk fault's message; nothing after other failures.
+fn fix_for(error: &std::io::Error) -> String {
+    if super::disk::is_disk_fault(error) {
+        format!(" ({})", super::disk::advice(error.kind()))
+    } else {
+        String::new()
     }
 }
 
