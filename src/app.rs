@@ -1,7 +1,8 @@
 //! The running server: opens the database, applies `SYNC_USERn` and the users file, starts
-//! the actors, binds the admin socket and the listener, serves until SIGINT/SIGTERM
-//! (SIGHUP reloads), and shuts down in order (HTTP first, then the admin socket, then the
-//! actors, then the database), so every request in progress ends before the file closes.
+//! the janitor, the scheduled backups and the actors, binds the admin socket and the
+//! listener, serves until SIGINT/SIGTERM (SIGHUP reloads), and shuts down in order (HTTP
+//! first, then the admin socket, then the actors, then the database), so every request in
+//! progress ends before the file closes.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -84,6 +85,7 @@ pub enum ServeError {
 
 /// Run the server until a shutdown signal.
 pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), ServeError> {
+    survive_file_size_limit();
     let store = {
         let path = config.database.clone();
         let cache_bytes =
@@ -123,6 +125,10 @@ pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), 
     let scratch = Arc::new(Scratch::open(&config.database).map_err(ServeError::Scratch)?);
     let janitor = Arc::new(Notify::new());
     tokio::spawn(run_janitor(store.clone(), janitor.clone()));
+    tokio::spawn(crate::backup_schedule::run(
+        store.clone(),
+        config.backup.clone(),
+    ));
 
     let users = SupervisorHandle::start(
         Arc::new(StoreDirectory::new(store.clone())),
@@ -210,6 +216,17 @@ async fn reload_on_hangup(app: Arc<App>, mut hangups: tokio::signal::unix::Signa
     while hangups.recv().await.is_some() {
         tracing::info!("SIGHUP received: reloading");
         reload_users_file(&app).await;
+    }
+}
+
+/// A write past the file size limit (`ulimit -f`) kills a process by default; ignored, the
+/// write fails with "File too large" and only the request that made it fails, as on a full
+/// disk.
+fn survive_file_size_limit() {
+    #[cfg(unix)]
+    // SAFETY: sets the disposition of one signal to "ignore"; no handler code is involved.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 }
 

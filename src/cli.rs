@@ -1,7 +1,9 @@
-//! The command line: `ankisyncd [serve]` and `ankisyncd user add|list|devices|passwd|remove|
-//! revoke|restore-previous`. Flags here are the top layer of the configuration (see
-//! `config`). A user command is one admin request: sent to the running server through its
-//! admin socket when one answers, else carried out on the database file directly.
+//! The command line: `ankisyncd [serve]`, `ankisyncd user add|list|devices|passwd|remove|
+//! revoke|restore-previous`, and the maintenance of the database file: `backup OUT`,
+//! `check [--repair]`, `compact`. Flags here are the top layer of the configuration (see
+//! `config`). A user command (and `backup`) is one admin request: sent to the running server
+//! through its admin socket when one answers, else carried out on the database file
+//! directly. `check` and `compact` need a stopped server.
 
 use std::io::{IsTerminal, Read};
 use std::net::IpAddr;
@@ -50,6 +52,20 @@ enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
+    /// Write a consistent copy of the database to OUT (atomically: OUT is complete or
+    /// untouched). Works on a stopped server's file; a running server takes scheduled
+    /// backups ([backup] in the config).
+    Backup { out: PathBuf },
+    /// Verify the database of a stopped server: redb's own integrity check, then
+    /// ankisyncd's invariants. Exits non-zero when something is wrong.
+    Check {
+        /// Rebuild what is wrong where it is derived data (counts, indexes, reference
+        /// counts) and remove what nothing refers to; users' rows are never changed.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Shrink the database file of a stopped server (after users or uploads were removed).
+    Compact,
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,6 +136,10 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Backup(#[from] crate::store::BackupError),
+    #[error("{problems} problem(s) found in {}", path.display())]
+    CheckFailed { path: PathBuf, problems: usize },
 }
 
 /// Parse the process's arguments and run the command.
@@ -147,6 +167,22 @@ pub fn run() -> Result<(), CliError> {
         Command::User(command) => {
             init_logging("warn");
             user_command(&config, command)
+        }
+        Command::Backup { out } => {
+            init_logging("warn");
+            // The server resolves the path in its own working folder.
+            let out = std::path::absolute(&out)
+                .map_err(|e| CliError::Usage(format!("backup path {}: {e}", out.display())))?;
+            print!("{}", show(&submit(&config, Request::Backup { out })?));
+            Ok(())
+        }
+        Command::Check { repair } => {
+            init_logging("warn");
+            crate::maintenance::check(&config.database, repair)
+        }
+        Command::Compact => {
+            init_logging("warn");
+            crate::maintenance::compact(&config.database)
         }
     }
 }
@@ -234,6 +270,19 @@ fn show(reply: &Reply) -> String {
         Reply::Revoked { name, devices } => {
             format!("{devices} device(s) of {name} logged out; they must log in again\n")
         }
+        Reply::BackupWritten {
+            path,
+            bytes,
+            elapsed_ms,
+            users,
+            rows,
+        } => format!(
+            "backup written to {}: {users} user(s), {rows} rows, {:.1} MiB ({bytes} bytes) in \
+             {:.1} s\n",
+            path.display(),
+            *bytes as f64 / (1024.0 * 1024.0),
+            *elapsed_ms as f64 / 1000.0
+        ),
         Reply::Restored { name } => format!(
             "the previous collection of {name} is current again; devices will ask for a full sync\n"
         ),
@@ -316,24 +365,12 @@ fn read_password(name: &str, from_stdin: bool) -> Result<String, CliError> {
     Ok(password)
 }
 
-/// Unix seconds as `YYYY-MM-DD HH:MM UTC`, without a date crate.
+/// Unix seconds as `YYYY-MM-DD HH:MM UTC`.
 fn format_time(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let t = crate::clock::civil(secs);
     format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60
+        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+        t.year, t.month, t.day, t.hour, t.minute
     )
 }
 
@@ -363,6 +400,13 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(cli.database, Some(PathBuf::from("/x")));
+        let cli = Cli::try_parse_from(["ankisyncd", "check", "--repair"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Check { repair: true })));
+        let cli = Cli::try_parse_from(["ankisyncd", "backup", "/b/x.redb"]).unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::Backup { out }) if out == std::path::Path::new("/b/x.redb"))
+        );
+        assert!(Cli::try_parse_from(["ankisyncd", "backup"]).is_err());
         assert!(Cli::try_parse_from(["ankisyncd", "--port", "99999"]).is_err());
     }
 }

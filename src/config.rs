@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use figment::providers::{Format, Serialized, Toml};
 use figment::value::{Dict, Value};
@@ -54,6 +55,105 @@ pub struct Config {
     /// A file of `name:PHC-hash` lines (for secrets managers): its users are created,
     /// updated and removed to match it at startup and on SIGHUP. Off when unset.
     pub users_file: Option<PathBuf>,
+    /// Scheduled backups (`[backup]`).
+    pub backup: BackupConfig,
+}
+
+/// Scheduled backups of a running server: off while `dir` is empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    /// Folder the backups are written to; empty: no scheduled backups.
+    pub dir: PathBuf,
+    /// Time between two backups.
+    pub interval: Interval,
+    /// Backups kept in `dir`; older ones (by name) are deleted after each new one.
+    pub keep: usize,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            dir: PathBuf::new(),
+            interval: Interval(Duration::from_secs(24 * 3600)),
+            keep: 7,
+        }
+    }
+}
+
+impl BackupConfig {
+    /// The folder, when scheduled backups are on.
+    pub fn enabled_dir(&self) -> Option<&Path> {
+        (!self.dir.as_os_str().is_empty()).then_some(self.dir.as_path())
+    }
+}
+
+/// A length of time written as a whole number and a unit: `90s`, `30m`, `6h`, `1d` (a bare
+/// number is seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interval(pub Duration);
+
+impl Interval {
+    fn parse(text: &str) -> Result<Interval, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: u64 = number.parse().map_err(|_| {
+            format!("{text:?} is not a number with a unit s, m, h or d (e.g. \"6h\")")
+        })?;
+        let seconds = match unit {
+            "" | "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            _ => {
+                return Err(format!(
+                    "unknown unit {unit:?} in {text:?}: use s, m, h or d"
+                ))
+            }
+        };
+        number
+            .checked_mul(seconds)
+            .filter(|s| *s > 0)
+            .map(|s| Interval(Duration::from_secs(s)))
+            .ok_or_else(|| format!("{text:?} must be at least one second"))
+    }
+}
+
+impl std::fmt::Display for Interval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.0.as_secs();
+        match secs {
+            s if s % 86_400 == 0 => write!(f, "{}d", s / 86_400),
+            s if s % 3600 == 0 => write!(f, "{}h", s / 3600),
+            s if s % 60 == 0 => write!(f, "{}m", s / 60),
+            s => write!(f, "{s}s"),
+        }
+    }
+}
+
+impl Serialize for Interval {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Interval {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Given {
+            Seconds(u64),
+            Text(String),
+        }
+        let text = match Given::deserialize(deserializer)? {
+            Given::Seconds(secs) => secs.to_string(),
+            Given::Text(text) => text,
+        };
+        Interval::parse(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 impl Default for Config {
@@ -71,6 +171,7 @@ impl Default for Config {
             stage_memory_rows: 20_000,
             cache_megs: 16,
             users_file: None,
+            backup: BackupConfig::default(),
         }
     }
 }
@@ -114,6 +215,9 @@ impl Config {
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return Err(bad("log_level", &e.to_string()));
+        }
+        if self.backup.keep == 0 {
+            return Err(bad("backup.keep", "must be at least 1"));
         }
         Ok(())
     }
@@ -199,6 +303,9 @@ fn official_fallbacks(env: &BTreeMap<String, String>) -> Dict {
     dict
 }
 
+/// Tables of the config file: `ANKISYNCD_BACKUP_DIR` sets `dir` in `[backup]`.
+const SECTIONS: &[&str] = &["backup"];
+
 /// `ANKISYNCD_*` variables, read from the given map rather than the process environment.
 fn ankisyncd_env(env: &BTreeMap<String, String>) -> Serialized<Dict> {
     let mut dict = Dict::new();
@@ -211,7 +318,24 @@ fn ankisyncd_env(env: &BTreeMap<String, String>) -> Serialized<Dict> {
         if key.is_empty() {
             continue;
         }
-        dict.insert(key.to_ascii_lowercase(), env_value(value));
+        let key = key.to_ascii_lowercase();
+        let nested = SECTIONS.iter().find_map(|section| {
+            let field = key.strip_prefix(section)?.strip_prefix('_')?;
+            Some((*section, field.to_string()))
+        });
+        match nested {
+            Some((section, field)) => {
+                let table = dict
+                    .entry(section.to_string())
+                    .or_insert_with(|| Value::from(Dict::new()));
+                if let Value::Dict(_, table) = table {
+                    table.insert(field, env_value(value));
+                }
+            }
+            None => {
+                dict.insert(key, env_value(value));
+            }
+        }
     }
     Serialized::defaults(dict)
 }
@@ -389,6 +513,48 @@ mod tests {
         let file = dir.path().join("c.toml");
         std::fs::write(&file, "port = [").unwrap();
         assert!(load(Some(&file), &[], &Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn scheduled_backups_are_off_by_default_and_set_per_key() {
+        let c = load(None, &[], &Overrides::default()).unwrap();
+        assert_eq!(c.backup.enabled_dir(), None);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[backup]\ndir = \"/srv/backups\"\ninterval = \"6h\"\n",
+        )
+        .unwrap();
+        let c = load(
+            Some(&file),
+            &[("ANKISYNCD_BACKUP_KEEP", "3")],
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.backup.enabled_dir(), Some(Path::new("/srv/backups")));
+        assert_eq!(c.backup.interval, Interval(Duration::from_secs(6 * 3600)));
+        assert_eq!(c.backup.keep, 3);
+        for (text, secs) in [("90s", 90), ("30m", 1800), ("1d", 86_400), ("45", 45)] {
+            let c = load(
+                None,
+                &[("ANKISYNCD_BACKUP_INTERVAL", text)],
+                &Overrides::default(),
+            )
+            .unwrap();
+            assert_eq!(c.backup.interval.0.as_secs(), secs, "{text}");
+            let shown = c.backup.interval.to_string();
+            assert_eq!(Interval::parse(&shown), Ok(c.backup.interval), "{shown}");
+        }
+        for (var, value, key) in [
+            ("ANKISYNCD_BACKUP_INTERVAL", "6 hours", "interval"),
+            ("ANKISYNCD_BACKUP_INTERVAL", "0s", "interval"),
+            ("ANKISYNCD_BACKUP_KEEP", "0", "backup.keep"),
+            ("ANKISYNCD_BACKUP_KEPT", "1", "kept"),
+        ] {
+            let err = load(None, &[(var, value)], &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains(key), "{var}={value}: {err}");
+        }
     }
 
     #[test]

@@ -5,11 +5,13 @@
 mod admin;
 mod app;
 pub mod auth;
+mod backup_schedule;
 pub mod cli;
 mod clock;
 pub mod config;
 mod fullsync;
 mod http;
+mod maintenance;
 mod media;
 mod protocol;
 pub mod store;

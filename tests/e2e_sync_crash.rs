@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::{ChangesRequired, ClientVersion, CollectionDump, Device, Server, ServerOptions};
+use support::{ChangesRequired, ClientVersion, Device, Server, ServerOptions};
 
 /// A and B share a collection; A adds notes and syncs into a server that dies at `point`.
 /// Returns whether a fresh device found A's notes on the restarted server.
@@ -60,18 +60,11 @@ fn crash_during_sync(point: &str) -> bool {
     // own with the retry's usn. The official server merges identically, so only the usn
     // bookkeeping of those rows may differ; every value a user sees must match.
     assert_eq!(
-        without_usns(a.dump()),
-        without_usns(b.dump()),
+        a.dump().without_usns(),
+        b.dump().without_usns(),
         "{point}: devices differ"
     );
     on_server == notes_before + 300
-}
-
-fn without_usns(mut dump: CollectionDump) -> CollectionDump {
-    dump.notes.iter_mut().for_each(|n| n.usn = 0);
-    dump.cards.iter_mut().for_each(|c| c.usn = 0);
-    dump.revlog.iter_mut().for_each(|r| r.usn = 0);
-    dump
 }
 
 #[test]

@@ -1,13 +1,35 @@
 //! What the load benchmarks share: the servers as processes to measure, readings of a
-//! process from `/proc` (CPU time, resident memory, its peak), medians over rounds, and the
-//! rounds setting. Each benchmark declares `mod support;` (the test harness) before this.
+//! process from `/proc` (CPU time, resident memory, its peak), medians over rounds, the
+//! rounds setting, and the generated collections. Each benchmark declares `mod support;`
+//! (the test harness) before this.
 
 // Each benchmark compiles its own copy of this module and uses only part of it.
 #![allow(dead_code)]
 
 use std::fs;
+use std::path::PathBuf;
 
-use crate::support::{OfficialServer, Server, SyncServer};
+use crate::support::{make_dataset, target_dir, OfficialServer, Server, SyncServer};
+
+/// Same seed, same rows: runs on different days compare like with like.
+pub const SEED: u64 = 1;
+
+/// The generated collection of `notes` notes, made once and kept under
+/// `target/bench-data/` (it depends on the size, the seed and the client that made it).
+pub fn dataset(notes: usize) -> PathBuf {
+    let dir = target_dir().join("bench-data");
+    fs::create_dir_all(&dir).expect("create target/bench-data");
+    let path = dir.join(format!("notes-{notes}-seed-{SEED}-anki-26.9.3.anki2"));
+    if !path.exists() {
+        // Written beside and renamed, so an interrupted run leaves no half file behind
+        // under the final name.
+        let partial = dir.join(format!("notes-{notes}-seed-{SEED}.partial"));
+        let summary = make_dataset(&partial, notes, SEED);
+        eprintln!("generated {}: {summary}", path.display());
+        fs::rename(&partial, &path).expect("move the dataset into place");
+    }
+    path
+}
 
 /// A server as a benchmark needs it: the scenario interface plus its process.
 pub trait BenchServer: SyncServer {

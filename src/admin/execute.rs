@@ -87,6 +87,8 @@ pub enum AdminError {
     NothingToRestore(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Backup(#[from] crate::store::BackupError),
 }
 
 pub fn execute(cx: &Context<'_>, request: Request) -> Result<Outcome, AdminError> {
@@ -186,6 +188,16 @@ pub fn execute(cx: &Context<'_>, request: Request) -> Result<Outcome, AdminError
                 },
                 reply: Reply::Revoked { name, devices: 1 },
             }
+        }
+        Request::Backup { out } => {
+            let report = crate::store::backup_to(store, &out)?;
+            done(Reply::BackupWritten {
+                path: report.path,
+                bytes: report.bytes,
+                elapsed_ms: u64::try_from(report.elapsed.as_millis()).unwrap_or(u64::MAX),
+                users: report.users,
+                rows: report.rows,
+            })
         }
         Request::RestorePrevious { name } => match store.restore_previous(&name, cx.now_ms)? {
             RestoreOutcome::NoSuchUser => return Err(AdminError::NoSuchUser(name)),

@@ -3,6 +3,8 @@
 //! whole contract; a request the server does not know (it is older than the command) is
 //! answered with an error saying so. Passwords never travel: the command hashes them.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 /// One thing to do. Adding a command is a variant here and an arm in `execute`.
@@ -33,6 +35,11 @@ pub enum Request {
     RestorePrevious {
         name: String,
     },
+    /// A consistent copy of the database at `out`, an absolute path (the server's working
+    /// folder is not the command's).
+    Backup {
+        out: PathBuf,
+    },
 }
 
 impl Request {
@@ -50,6 +57,7 @@ impl Request {
                 device: Some(id),
             } => format!("user revoke {name} --device {id}"),
             Request::RestorePrevious { name } => format!("user restore-previous {name}"),
+            Request::Backup { out } => format!("backup {}", out.display()),
         }
     }
 
@@ -92,6 +100,13 @@ pub enum Reply {
     },
     Restored {
         name: String,
+    },
+    BackupWritten {
+        path: PathBuf,
+        bytes: u64,
+        elapsed_ms: u64,
+        users: u64,
+        rows: u64,
     },
 }
 

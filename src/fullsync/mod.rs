@@ -14,5 +14,5 @@ mod upload;
 
 pub(crate) use download::prepare_download;
 pub(crate) use error::FullSyncError;
-pub(crate) use scratch::{Scratch, ScratchFile};
+pub(crate) use scratch::{leftovers as scratch_leftovers, Scratch, ScratchFile};
 pub(crate) use upload::{receive_upload, UploadReply};

@@ -14,15 +14,42 @@ pub(crate) struct Scratch {
 /// SQLite may leave these beside a file it opened.
 const SIDECARS: [&str; 4] = ["-wal", "-shm", "-journal", ".raw"];
 
+/// The scratch directory of `database`.
+fn dir_for(database: &Path) -> PathBuf {
+    let mut name = database
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "ankisyncd".into());
+    name.push(".scratch");
+    database.with_file_name(name)
+}
+
+/// Files a stopped server left in the scratch directory of `database` other than cached
+/// downloads: uploads and builds that were in progress. The next start removes them.
+pub(crate) fn leftovers(database: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let dir = dir_for(database);
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&dir)? {
+        let entry = entry?;
+        let cached = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with("download-"));
+        if entry.path().is_file() && !cached {
+            found.push(entry.path());
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
 impl Scratch {
     /// Create (or empty) the scratch directory for `database`.
     pub(crate) fn open(database: &Path) -> std::io::Result<Scratch> {
-        let mut name = database
-            .file_name()
-            .map(|n| n.to_os_string())
-            .unwrap_or_else(|| "ankisyncd".into());
-        name.push(".scratch");
-        let dir = database.with_file_name(name);
+        let dir = dir_for(database);
         if dir.exists() {
             let mut removed = 0;
             for entry in std::fs::read_dir(&dir)? {
@@ -143,7 +170,16 @@ mod tests {
         assert!(!path.exists());
         assert!(!PathBuf::from(wal).exists());
 
+        let stray = scratch.build_file(9);
+        std::fs::write(stray.path(), b"x").unwrap();
+        assert_eq!(leftovers(&db).unwrap(), vec![stray.path().to_path_buf()]);
+        drop(stray);
+
         std::fs::write(scratch.download_path(7, 1, 1, 1), b"x").unwrap();
+        assert!(
+            leftovers(&db).unwrap().is_empty(),
+            "a cached download is no leftover"
+        );
         std::fs::write(scratch.download_path(8, 1, 1, 1), b"x").unwrap();
         scratch.drop_downloads(7);
         assert!(!scratch.download_path(7, 1, 1, 1).exists());

@@ -68,10 +68,10 @@ pub(crate) fn receive_upload(
             return Ok(UploadReply::Corrupt);
         }
     };
-    let generation = store.begin_generation(user_id, now_ms)?;
+    let generation = store.begin_generation(user_id, col.usn, now_ms)?;
     let mut ingest = Ingest {
         store,
-        generation,
+        generation: generation.id,
         batch: RowBatch::default(),
         counts: Counts::default(),
         started,
@@ -82,7 +82,7 @@ pub(crate) fn receive_upload(
     match ingest.run(&conn, objects) {
         Ok(()) => {}
         Err(e) => {
-            store.abandon_generation(user_id, generation)?;
+            store.abandon_generation(user_id, generation.id)?;
             return match e {
                 FullSyncError::Corrupt(reason) => {
                     tracing::warn!(user_id, "full upload refused: {reason}");
@@ -94,13 +94,21 @@ pub(crate) fn receive_upload(
     }
     let counts = ingest.counts;
     let record = collection_record(&col, counts);
-    if !store.activate_generation(user_id, generation, record, keep_generations)? {
-        store.abandon_generation(user_id, generation)?;
+    let activated = match store.activate_generation(user_id, generation, record, keep_generations) {
+        Ok(activated) => activated,
+        Err(e) => {
+            // Best effort: if the disk still fails, it stays `building` and the next start dooms it.
+            let _ = store.abandon_generation(user_id, generation.id);
+            return Err(e.into());
+        }
+    };
+    if !activated {
+        store.abandon_generation(user_id, generation.id)?;
         return Err(FullSyncError::UnknownUser);
     }
     tracing::info!(
         user_id,
-        generation,
+        generation = generation.id,
         schema = col.version,
         notes = counts.notes,
         cards = counts.cards,

@@ -11,8 +11,13 @@ use super::envelope::EnvelopeError;
 use crate::auth::UserRef;
 use crate::fullsync::FullSyncError;
 use crate::media::MediaError;
-use crate::store::StoreError;
+use crate::store::{disk_advice, is_disk_fault, StoreError};
 use crate::sync::SyncError;
+
+/// What a client is told when the server's disk failed under its request. Current clients
+/// show their own "server error, try again later" for any 5xx; the text is for others.
+const DISK_FAULT_TEXT: &str = "the server cannot store data right now (its disk is full or not \
+     writable); nothing of this request was kept. Try again later.";
 
 pub(crate) type ActorError = ankisyncd_actors::ActorError<StoreError>;
 
@@ -37,7 +42,40 @@ pub(crate) enum ApiError {
 }
 
 impl ApiError {
+    /// The disk fault behind this error, worded for the operator (what failed, what to fix):
+    /// the client can only try again once it is fixed.
+    fn disk_fault(&self) -> Option<String> {
+        let io = |what: &dyn std::fmt::Display, e: &std::io::Error| {
+            is_disk_fault(e).then(|| format!("{what}: {e} ({})", disk_advice(e.kind())))
+        };
+        match self {
+            ApiError::Sync(SyncError::Store(e))
+            | ApiError::FullSync(FullSyncError::Store(e))
+            | ApiError::Media(MediaError::Store(e))
+            | ApiError::Actor(ActorError::Directory(e)) => e.is_disk().then(|| e.to_string()),
+            ApiError::Envelope(EnvelopeError::Storage { path, source }) => {
+                io(&format_args!("scratch file {}", path.display()), source)
+            }
+            ApiError::FullSync(FullSyncError::Scratch { path, source }) => {
+                io(&format_args!("scratch file {path}"), source)
+            }
+            ApiError::Media(MediaError::Scratch(source)) => io(&"media scratch file", source),
+            ApiError::FullSync(FullSyncError::Build(rusqlite::Error::SqliteFailure(e, _)))
+                if e.code == rusqlite::ErrorCode::DiskFull =>
+            {
+                Some(format!(
+                    "building a download in the scratch folder: {e} ({})",
+                    disk_advice(std::io::ErrorKind::StorageFull)
+                ))
+            }
+            _ => None,
+        }
+    }
+
     fn status(&self) -> StatusCode {
+        if self.disk_fault().is_some() {
+            return StatusCode::SERVICE_UNAVAILABLE;
+        }
         match self {
             ApiError::Envelope(e) => e.status(),
             ApiError::Sync(e) => match e {
@@ -80,7 +118,13 @@ impl ApiError {
     /// Build the response; `user` is only for the log line of a server-side failure.
     pub(crate) fn into_response(self, user: Option<&UserRef>) -> Response<Full<Bytes>> {
         let status = self.status();
-        let text = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+        let text = if let Some(fault) = self.disk_fault() {
+            tracing::error!(
+                user = user.map(|u| &*u.name),
+                "request failed, nothing of it kept: {fault}"
+            );
+            DISK_FAULT_TEXT.to_string()
+        } else if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
             tracing::error!(user = user.map(|u| &*u.name), "request failed: {self}");
             "internal server error; the server log has the details".to_string()
         } else {
@@ -146,5 +190,35 @@ mod tests {
         let r = ApiError::from(SyncError::Internal("secret detail".into())).into_response(None);
         let body = format!("{:?}", r.body());
         assert!(!body.contains("secret detail"));
+    }
+
+    #[test]
+    fn a_disk_fault_is_a_503_that_says_try_later() {
+        use crate::store::DiskFault;
+        use std::io::{Error, ErrorKind};
+        let full = StoreError::Disk(DiskFault::new(&Error::from(ErrorKind::StorageFull)));
+        let scratch = |kind| EnvelopeError::storage(std::path::Path::new("/x/upload"), kind);
+        let cases: Vec<(ApiError, u16)> = vec![
+            (SyncError::Store(full).into(), 503),
+            (
+                scratch(Error::from(ErrorKind::ReadOnlyFilesystem)).into(),
+                503,
+            ),
+            (
+                MediaError::Scratch(Error::from(ErrorKind::QuotaExceeded)).into(),
+                503,
+            ),
+            (ActorError::Directory(StoreError::Interrupted).into(), 503),
+            // Not the disk: an internal fault as before.
+            (scratch(Error::from(ErrorKind::NotFound)).into(), 500),
+        ];
+        for (err, code) in cases {
+            let described = err.to_string();
+            let r = err.into_response(None);
+            assert_eq!(r.status().as_u16(), code, "{described}");
+            let body = format!("{:?}", r.body());
+            assert_eq!(body.contains("Try again later"), code == 503, "{body}");
+            assert!(!body.contains("/x/upload"), "{body}");
+        }
     }
 }

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::disk::DiskFault;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
@@ -10,13 +12,15 @@ pub enum StoreError {
          stop it first, or wait for it to exit)"
     )]
     Locked { path: PathBuf },
+    #[error("no database at {path} (check --database or the config's `database`)")]
+    Missing { path: PathBuf },
     #[error("cannot open database {path}: {source}")]
     Open {
         path: PathBuf,
         #[source]
         source: redb::DatabaseError,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}: {source}{}", fix_for(source))]
     Io {
         path: PathBuf,
         #[source]
@@ -35,8 +39,51 @@ pub enum StoreError {
     },
     #[error("cannot encode a database row: {0}")]
     Encode(String),
+    /// Reading or writing the database file failed; nothing of the transaction was kept.
+    #[error("database file: {0}")]
+    Disk(DiskFault),
+    /// The file failed earlier and could not be opened again yet.
+    #[error("database {path} is unavailable after a disk fault ({reason}); retrying at the next request")]
+    Unavailable { path: PathBuf, reason: String },
+    /// Rows written without waiting for the disk may have been lost when the file was
+    /// reopened after a disk fault; the operation that wrote them must start again.
+    #[error("the database file was reopened after a disk fault while this was being written; nothing of it was kept")]
+    Interrupted,
     #[error("database: {0}")]
-    Redb(#[from] redb::Error),
+    Redb(redb::Error),
+}
+
+impl StoreError {
+    /// Whether the error says the disk (not the data or the code) is at fault: the operator
+    /// must act, the client can only try again later.
+    pub fn is_disk(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Disk(_) | StoreError::Unavailable { .. } | StoreError::Interrupted
+        ) || matches!(self, StoreError::Io { source, .. } if super::disk::is_disk_fault(source))
+    }
+}
+
+/// " (what to fix)" after a disk fault's message; nothing after other failures.
+fn fix_for(error: &std::io::Error) -> String {
+    if super::disk::is_disk_fault(error) {
+        format!(" ({})", super::disk::advice(error.kind()))
+    } else {
+        String::new()
+    }
+}
+
+impl From<redb::Error> for StoreError {
+    fn from(e: redb::Error) -> Self {
+        match e {
+            redb::Error::Io(source) => StoreError::Disk(DiskFault::new(&source)),
+            redb::Error::PreviousIo => StoreError::Disk(DiskFault {
+                kind: std::io::ErrorKind::Other,
+                message: "an earlier read or write of the file failed".to_string(),
+            }),
+            e => StoreError::Redb(e),
+        }
+    }
 }
 
 impl StoreError {
@@ -57,7 +104,7 @@ macro_rules! from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
             fn from(e: $t) -> Self {
-                StoreError::Redb(e.into())
+                redb::Error::from(e).into()
             }
         }
     )*};

@@ -42,6 +42,15 @@ impl RowBatch {
     }
 }
 
+/// A generation a full upload is writing. Its batches are written without waiting for the
+/// disk, so if the file is reopened after a disk fault meanwhile they may be gone: the
+/// token remembers which opening of the file they went to, and activation refuses another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewGeneration {
+    pub id: u64,
+    epoch: u64,
+}
+
 /// What `restore_previous` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RestoreOutcome {
@@ -56,9 +65,16 @@ pub enum RestoreOutcome {
 }
 
 impl Store {
-    /// Allocate a generation for a full upload of `user_id`'s collection.
-    pub fn begin_generation(&self, user_id: u64, now_ms: i64) -> Result<u64, StoreError> {
+    /// Allocate a generation for a full upload of `user_id`'s collection, whose rows with a
+    /// usn of at least `indexed_from` go in the changes index.
+    pub fn begin_generation(
+        &self,
+        user_id: u64,
+        indexed_from: i32,
+        now_ms: i64,
+    ) -> Result<NewGeneration, StoreError> {
         let tx = self.write()?;
+        let epoch = self.epoch();
         let generation = {
             let mut meta = tx.open_table(META)?;
             let generation = meta
@@ -69,6 +85,7 @@ impl Store {
             let record = GenerationRecord {
                 state: GenerationState::Building,
                 created_ms: now_ms,
+                indexed_from,
                 collection: None,
             };
             tx.open_table(GENERATIONS)?
@@ -76,7 +93,10 @@ impl Store {
             generation
         };
         tx.commit()?;
-        Ok(generation)
+        Ok(NewGeneration {
+            id: generation,
+            epoch,
+        })
     }
 
     /// Write one batch of a generation being built. Not durable on its own: only the commit
@@ -120,15 +140,20 @@ impl Store {
 
     /// Make a fully written generation the user's collection, durably, in one small
     /// transaction. The former live generation is retained; retained ones beyond `keep` are
-    /// doomed. Fails (and changes nothing) if the user was removed meanwhile.
+    /// doomed. Returns false (and changes nothing) if the user was removed meanwhile; fails if
+    /// the file was reopened since the generation began.
     pub fn activate_generation(
         &self,
         user_id: u64,
-        generation: u64,
+        generation: NewGeneration,
         mut record: CollectionRecord,
         keep: usize,
     ) -> Result<bool, StoreError> {
         let tx = self.write()?;
+        if generation.epoch != self.epoch() {
+            return Err(StoreError::Interrupted);
+        }
+        let generation = generation.id;
         let activated = {
             let mut collections = tx.open_table(COLLECTIONS)?;
             let current = super::collections::read_record(&collections, user_id)?;
@@ -257,6 +282,17 @@ impl Store {
             }
         }
         Ok(doomed)
+    }
+
+    /// Delete every doomed generation now, `batch` rows per transaction (offline
+    /// maintenance; the running server's janitor does it in the background). Returns how
+    /// many generations went.
+    pub fn delete_doomed_generations(&self, batch: usize) -> Result<usize, StoreError> {
+        let doomed = self.doomed_generations()?;
+        for (user_id, generation) in &doomed {
+            while !self.delete_generation_batch(*user_id, *generation, batch)? {}
+        }
+        Ok(doomed.len())
     }
 
     /// Delete up to `max_rows` rows of a doomed generation in one short transaction; when
@@ -428,7 +464,7 @@ mod tests {
     }
 
     fn upload(store: &Store, user: u64, text: &str, modified_ms: i64) -> u64 {
-        let generation = store.begin_generation(user, modified_ms).unwrap();
+        let generation = store.begin_generation(user, 0, modified_ms).unwrap();
         let batch = RowBatch {
             notes: vec![(1, note(text))],
             objects: vec![(
@@ -441,13 +477,13 @@ mod tests {
             )],
             ..Default::default()
         };
-        store.write_batch(generation, &batch).unwrap();
+        store.write_batch(generation.id, &batch).unwrap();
         let mut record = CollectionRecord::empty(0);
         record.modified_ms = modified_ms;
         assert!(store
             .activate_generation(user, generation, record, 1)
             .unwrap());
-        generation
+        generation.id
     }
 
     fn live_note(store: &Store, user: u64) -> String {
@@ -515,10 +551,10 @@ mod tests {
         let (_dir, store) = temp_store();
         store.set_user("a", "h", 0).unwrap();
         upload(&store, 1, "kept", 10);
-        let generation = store.begin_generation(1, 0).unwrap();
+        let generation = store.begin_generation(1, 0, 0).unwrap();
         store
             .write_batch(
-                generation,
+                generation.id,
                 &RowBatch {
                     notes: vec![(1, note("half"))],
                     ..Default::default()
@@ -547,7 +583,7 @@ mod tests {
         assert_eq!(drain(&store), 2);
         assert_eq!(live_note(&store, 2), "b1");
         // Activation for a removed user changes nothing.
-        let generation = store.begin_generation(1, 0).unwrap();
+        let generation = store.begin_generation(1, 0, 0).unwrap();
         assert!(!store
             .activate_generation(1, generation, CollectionRecord::empty(0), 1)
             .unwrap());

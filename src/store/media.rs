@@ -10,7 +10,7 @@
 
 use std::io::{self, Read, Write};
 
-use redb::{ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table};
+use redb::{ReadOnlyTable, ReadableTable, ReadableTableMetadata, Table};
 
 use super::collections::read_record;
 use super::tables::{
@@ -251,7 +251,7 @@ impl Store {
     /// Totals of the blob store (all users): the operator's view, and the tests' proof of
     /// deduplication.
     pub fn blob_stats(&self) -> Result<BlobStats, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.read()?;
         let refs = tx.open_table(BLOB_REFS)?;
         let blobs = tx.open_table(BLOBS)?;
         let mut bytes = 0u64;

@@ -6,10 +6,22 @@
 use super::tables::{SpilledRow, STAGED};
 use super::{decode, encode, Snapshot, Store, StoreError};
 
+/// Where a sync's rows wait: the user's part of the staging table, in one opening of the file
+/// (a reopening after a disk fault may lose them, as they are not written durably).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spill {
+    pub user_id: u64,
+    pub(super) epoch: u64,
+}
+
 impl Store {
     /// Move staged rows of `user_id` out of memory: (row kind, id, row).
-    pub fn spill(&self, user_id: u64, rows: &[(u8, i64, SpilledRow)]) -> Result<(), StoreError> {
+    pub fn spill(&self, user_id: u64, rows: &[(u8, i64, SpilledRow)]) -> Result<Spill, StoreError> {
         let mut tx = self.write()?;
+        let spill = Spill {
+            user_id,
+            epoch: self.epoch(),
+        };
         tx.set_durability(redb::Durability::None)
             .map_err(|e| StoreError::Redb(e.into()))?;
         {
@@ -19,7 +31,7 @@ impl Store {
             }
         }
         tx.commit()?;
-        Ok(())
+        Ok(spill)
     }
 
     /// Forget the staged rows of `user_id` (their sync was discarded or replaced).

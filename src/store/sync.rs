@@ -5,6 +5,7 @@
 
 use redb::{ReadableTable, WriteTransaction};
 
+use super::staging::Spill;
 use super::tables::{
     CardRow, CollectionRecord, Counts, NoteRow, ObjectKind, ObjectRecord, RevlogRow, RowKind,
     SpilledRow, CARDS, CHANGES, COLLECTIONS, GRAVES, NOTES, OBJECTS, REVLOG, STAGED,
@@ -36,9 +37,9 @@ pub struct SyncCommit {
     pub created_secs: Option<i64>,
     /// Row counts after this sync.
     pub counts: Counts,
-    /// The user whose rows were partly staged in the database (see `staging`): they are
-    /// applied first, then the rows above, which are newer.
-    pub spilled_user: Option<u64>,
+    /// Rows of this sync staged in the database (see `staging`): they are applied first,
+    /// then the rows above, which are newer.
+    pub spilled: Option<Spill>,
 }
 
 impl Snapshot {
@@ -125,6 +126,12 @@ impl Store {
         now_ms: i64,
     ) -> Result<Option<CollectionRecord>, StoreError> {
         let tx = self.write()?;
+        if commit
+            .spilled
+            .is_some_and(|spill| spill.epoch != self.epoch())
+        {
+            return Err(StoreError::Interrupted);
+        }
         let record = {
             let mut collections = tx.open_table(COLLECTIONS)?;
             let current = super::collections::read_record(&collections, user_id)?;
@@ -159,8 +166,8 @@ fn apply(
     usn: i32,
     commit: &SyncCommit,
 ) -> Result<(), StoreError> {
-    if let Some(user_id) = commit.spilled_user {
-        let spilled = take_spilled(tx, user_id)?;
+    if let Some(spill) = commit.spilled {
+        let spilled = take_spilled(tx, spill.user_id)?;
         apply_rows(tx, generation, usn, &spilled)?;
     }
     apply_rows(tx, generation, usn, commit)?;

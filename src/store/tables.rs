@@ -228,8 +228,17 @@ pub struct GenerationRecord {
     pub state: GenerationState,
     /// When the generation was created (ms).
     pub created_ms: i64,
+    /// Rows with a usn at least this are in `CHANGES` (an upload indexes only the rows a
+    /// client could still ask for; later syncs index every row they write). Absent in files
+    /// written before it was recorded: taken as "every row".
+    #[serde(default = "index_everything")]
+    pub indexed_from: i32,
     /// The collection scalars it had when it stopped being live; restored with it.
     pub collection: Option<CollectionRecord>,
+}
+
+fn index_everything() -> i32 {
+    i32::MIN
 }
 
 /// A note as the protocol and the SQLite file carry it. `sfld` keeps its SQLite type (the

@@ -121,7 +121,7 @@ mod tests {
         use crate::store::{ObjectRecord, RowBatch};
         let (dir, store) = temp_store();
         store.set_user("me", "h", 0).unwrap();
-        let generation = store.begin_generation(1, 0).unwrap();
+        let generation = store.begin_generation(1, 0, 0).unwrap();
         let batch = RowBatch {
             objects: entries
                 .iter()
@@ -135,7 +135,7 @@ mod tests {
                 .collect(),
             ..RowBatch::default()
         };
-        store.write_batch(generation, &batch).unwrap();
+        store.write_batch(generation.id, &batch).unwrap();
         let mut record = CollectionRecord::empty(0);
         record.modified_ms = 5;
         assert!(store.activate_generation(1, generation, record, 1).unwrap());

@@ -16,7 +16,7 @@ use crate::clock::now_secs;
 use crate::protocol::{parse_card, parse_note, parse_revlog, Changes, Chunk, Graves};
 use crate::store::{
     CardRow, ChangedIds, Counts, HostKeyHash, NoteRow, ObjectKind, ObjectRecord, RevlogRow,
-    RowKind, Snapshot, SortField, SpilledRow, Store, SyncCommit,
+    RowKind, Snapshot, SortField, Spill, SpilledRow, Store, StoreError, SyncCommit,
 };
 
 /// Grave kinds on the wire and in the graves table.
@@ -66,8 +66,8 @@ pub(crate) struct Stage {
     config: Option<Vec<(String, ObjectRecord)>>,
     graves: BTreeSet<(u8, i64)>,
     created_secs: Option<i64>,
-    /// Some rows were moved to the database's staging table (`memory_rows`).
-    spilled: bool,
+    /// Some rows were moved to the database's staging table (`memory_rows`), and where.
+    spilled: Option<Spill>,
 }
 
 fn bad(message: String) -> SyncError {
@@ -249,8 +249,8 @@ impl SyncSession {
         let (client_usn, usn) = (self.client_usn, self.server_usn);
         for row in &chunk.revlog {
             let (id, mut review) = parse_revlog(row).map_err(bad)?;
-            let spilled =
-                self.stage.spilled && snapshot.staged(user, RowKind::Revlog as u8, id)?.is_some();
+            let spilled = self.stage.spilled.is_some()
+                && snapshot.staged(user, RowKind::Revlog as u8, id)?.is_some();
             if !spilled
                 && !self.stage.revlog.contains_key(&id)
                 && snapshot.review(generation, id)?.is_none()
@@ -323,7 +323,7 @@ impl SyncSession {
             .map(|s| delta(s.existed, s.after.is_some()))
             .sum();
         let mut revlog = self.stage.revlog.len() as u64;
-        if self.stage.spilled {
+        if self.stage.spilled.is_some() {
             // Rows back in memory supersede their spilled copies.
             for (_, id, row) in snapshot.staged_rows(self.user_id)? {
                 match row {
@@ -399,8 +399,12 @@ impl SyncSession {
         for (id, row) in std::mem::take(&mut stage.revlog) {
             rows.push((RowKind::Revlog as u8, id, SpilledRow::Revlog(row)));
         }
-        store.spill(self.user_id, &rows)?;
-        stage.spilled = true;
+        let spill = store.spill(self.user_id, &rows)?;
+        if stage.spilled.is_some_and(|earlier| earlier != spill) {
+            // The file was reopened after a disk fault: the earlier spill may be gone.
+            return Err(SyncError::Store(StoreError::Interrupted));
+        }
+        stage.spilled = Some(spill);
         tracing::debug!(
             user_id = self.user_id,
             rows = rows.len(),
@@ -436,7 +440,7 @@ impl SyncSession {
             graves: stage.graves.into_iter().collect(),
             created_secs: stage.created_secs,
             counts,
-            spilled_user: stage.spilled.then_some(self.user_id),
+            spilled: stage.spilled,
         }
     }
 }
@@ -466,7 +470,7 @@ impl Stage {
         generation: u64,
         id: i64,
     ) -> Result<&mut Staged<NoteRow>, SyncError> {
-        let spilled = self.spilled;
+        let spilled = self.spilled.is_some();
         staged(&mut self.notes, id, || {
             if spilled {
                 if let Some(SpilledRow::Note { existed, after }) =
@@ -490,7 +494,7 @@ impl Stage {
         generation: u64,
         id: i64,
     ) -> Result<&mut Staged<CardRow>, SyncError> {
-        let spilled = self.spilled;
+        let spilled = self.spilled.is_some();
         staged(&mut self.cards, id, || {
             if spilled {
                 if let Some(SpilledRow::Card { existed, after }) =

@@ -596,7 +596,22 @@ pub struct Server {
 impl Server {
     /// Spawns the server with a fresh database and waits until `GET /health` answers 200.
     pub fn start(options: ServerOptions) -> Server {
+        Self::start_in(
+            TempDir::new().expect("create the server directory"),
+            options,
+        )
+    }
+
+    /// Spawns the server on a copy of the database file `database` (e.g. a backup), in a
+    /// directory of its own.
+    pub fn start_from(database: &Path, options: ServerOptions) -> Server {
         let dir = TempDir::new().expect("create the server directory");
+        fs::copy(database, dir.path().join("ankisyncd.redb"))
+            .unwrap_or_else(|e| panic!("copy {} for a server: {e}", database.display()));
+        Self::start_in(dir, options)
+    }
+
+    fn start_in(dir: TempDir, options: ServerOptions) -> Server {
         let db_path = dir.path().join("ankisyncd.redb");
         let mut server = Server {
             process: ServerProcess::new("ankisyncd", dir.path().join("server.log")),
@@ -715,21 +730,65 @@ impl Server {
         stdin: &str,
         env: &[(&str, &str)],
     ) -> (ExitStatus, String, String) {
-        let mut command = Command::new(server_binary());
-        command
-            .current_dir(self.dir.path())
-            .arg("--database")
-            .arg(&self.db_path)
-            .args(args);
-        scrub_env(&mut command);
-        command.envs(env.iter().copied());
-        let output = run_bounded(command, stdin.as_bytes(), CLI_TIMEOUT);
-        (
-            output.status,
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+        run_cli_on(&self.db_path, self.dir.path(), args, stdin, env)
     }
+
+    /// Limits the size of every file the running server writes to `bytes` (its
+    /// `RLIMIT_FSIZE`, as `ulimit -f` would), or lifts the limit (`None`): a write past it
+    /// fails with "File too large", as a write on a full disk fails with "No space left".
+    pub fn limit_file_size(&self, bytes: Option<u64>) {
+        let pid = libc::pid_t::try_from(self.pid()).expect("pid fits pid_t");
+        let mut current = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: prlimit on our own child process with valid pointers to local structs.
+        let got = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, std::ptr::null(), &mut current) };
+        assert_eq!(
+            got,
+            0,
+            "read the server's file size limit: {}",
+            io::Error::last_os_error()
+        );
+        let wanted = libc::rlimit {
+            rlim_cur: bytes.map_or(current.rlim_max, |b| b as libc::rlim_t),
+            rlim_max: current.rlim_max,
+        };
+        // SAFETY: as above; only the soft limit changes, within the hard one.
+        let set = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &wanted, std::ptr::null_mut()) };
+        assert_eq!(
+            set,
+            0,
+            "set the server's file size limit: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+/// Runs the binary's command-line interface on the database file `database` (which need
+/// not belong to a running server): `ankisyncd --database <database> ARGS...` in `dir`.
+/// Returns (exit status, stdout, stderr).
+pub fn run_cli_on(
+    database: &Path,
+    dir: &Path,
+    args: &[&str],
+    stdin: &str,
+    env: &[(&str, &str)],
+) -> (ExitStatus, String, String) {
+    let mut command = Command::new(server_binary());
+    command
+        .current_dir(dir)
+        .arg("--database")
+        .arg(database)
+        .args(args);
+    scrub_env(&mut command);
+    command.envs(env.iter().copied());
+    let output = run_bounded(command, stdin.as_bytes(), CLI_TIMEOUT);
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 /// The official sync server (`python -m anki.syncserver` from the current client's
@@ -998,6 +1057,19 @@ pub struct CollectionDump {
     /// The collection config keys `Device::add_rich_content` sets (JSON `null` when unset).
     pub config: BTreeMap<String, Value>,
     pub col: ColRow,
+}
+
+impl CollectionDump {
+    /// The dump with every row's usn zeroed. A device that resends rows the server already
+    /// has (after a crash, a restore or a failed sync) stamps its copies with the new usn
+    /// while the server keeps its own, as the official server does: only that bookkeeping
+    /// may differ between devices that agree on everything a user sees.
+    pub fn without_usns(mut self) -> CollectionDump {
+        self.notes.iter_mut().for_each(|n| n.usn = 0);
+        self.cards.iter_mut().for_each(|c| c.usn = 0);
+        self.revlog.iter_mut().for_each(|r| r.usn = 0);
+        self
+    }
 }
 
 /// One simulated Anki device: a collection of its own, driven by the official client of

@@ -116,6 +116,7 @@ where
     };
     let mut fields = Fields::default();
     let mut saw_data = false;
+    let mut storage_failure = None;
     let outcome: Result<(), EnvelopeError> = async {
         while let Some(mut field) = multipart.next_field().await.map_err(multer_error)? {
             let slot = match field.name() {
@@ -126,15 +127,19 @@ where
                 Some("data") => {
                     let mut file = tokio::fs::File::create(&raw)
                         .await
-                        .map_err(|e| EnvelopeError::Storage(format!("{}: {e}", raw.display())))?;
+                        .map_err(|e| EnvelopeError::storage(&raw, e))?;
+                    // After a failed write the rest of the body is still read and dropped, so
+                    // the client, still sending, gets the answer.
+                    let mut failed = None;
                     while let Some(chunk) = field.chunk().await.map_err(multer_error)? {
-                        file.write_all(&chunk).await.map_err(|e| {
-                            EnvelopeError::Storage(format!("{}: {e}", raw.display()))
-                        })?;
+                        if failed.is_none() {
+                            failed = file.write_all(&chunk).await.err();
+                        }
                     }
-                    file.flush()
-                        .await
-                        .map_err(|e| EnvelopeError::Storage(format!("{}: {e}", raw.display())))?;
+                    if failed.is_none() {
+                        failed = file.flush().await.err();
+                    }
+                    storage_failure = failed.map(|e| EnvelopeError::storage(&raw, e));
                     saw_data = true;
                     continue;
                 }
@@ -142,7 +147,7 @@ where
             };
             *slot = Some(field.text().await.map_err(multer_error)?);
         }
-        Ok(())
+        storage_failure.map_or(Ok(()), Err)
     }
     .await;
     if let Err(e) = outcome {
@@ -156,7 +161,7 @@ where
     } else {
         tokio::fs::write(dest, b"")
             .await
-            .map_err(|e| EnvelopeError::Storage(format!("{}: {e}", dest.display())))?;
+            .map_err(|e| EnvelopeError::storage(dest, e))?;
         0
     };
     let request = SyncRequest {

@@ -147,11 +147,22 @@ pub(crate) enum EnvelopeError {
     #[error("encoding response: {0}")]
     Encode(String),
     /// The server could not write or read its scratch file (disk full, permissions).
-    #[error("server storage: {0}")]
-    Storage(String),
+    #[error("scratch file {}: {source}", path.display())]
+    Storage {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl EnvelopeError {
+    pub(crate) fn storage(path: &std::path::Path, source: std::io::Error) -> EnvelopeError {
+        EnvelopeError::Storage {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
     /// The HTTP status to answer with. Clients show 400 as "check database" and 413 as a
     /// network error (spec §4.12); a transport failure is the client's side, hence 400.
     pub(crate) fn status(&self) -> StatusCode {
@@ -167,7 +178,7 @@ impl EnvelopeError {
             EnvelopeError::TooLarge { .. } | EnvelopeError::DecompressedTooLarge { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
-            EnvelopeError::Encode(_) | EnvelopeError::Storage(_) => {
+            EnvelopeError::Encode(_) | EnvelopeError::Storage { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         }

@@ -46,7 +46,7 @@ where
         // Created here, not in the writer thread: if this request is dropped (the client hung
         // up), the caller's guard removes the file, and a writer still running only writes
         // into the removed inode instead of creating a stray file afterwards.
-        let file = File::create(&path).map_err(|e| storage(&path, &e))?;
+        let file = File::create(&path).map_err(|e| EnvelopeError::storage(&path, e))?;
         let writer = tokio::task::spawn_blocking(move || {
             let decoder = zstd::stream::read::Decoder::new(ChannelReader::new(receiver))
                 .map_err(|e| EnvelopeError::Zstd(e.to_string()))?;
@@ -55,6 +55,7 @@ where
         let mut total: u64 = 0;
         let mut over = false;
         let mut transport = None;
+        let mut writing = true;
         while let Some(frame) = body.frame().await {
             let data = match frame {
                 Ok(frame) => match frame.into_data() {
@@ -71,9 +72,11 @@ where
                 over = true;
                 break;
             }
-            // The writer stopped (bad data, or past the cap): its error is the answer.
-            if sender.send(data).await.is_err() {
-                break;
+            // Once the writer has stopped (bad data, past the cap, a failed disk) its error
+            // is the answer, but the rest of the body is still read and dropped (within the
+            // body limit): a client still sending would otherwise never see the answer.
+            if writing && sender.send(data).await.is_err() {
+                writing = false;
             }
         }
         drop(sender);
@@ -110,9 +113,9 @@ pub(super) async fn finish_legacy_file(
     limit: u64,
 ) -> Result<u64, EnvelopeError> {
     // Both files exist before the thread starts, for the same reason as above.
-    let input = File::open(&raw).map_err(|e| storage(&raw, &e))?;
+    let input = File::open(&raw).map_err(|e| EnvelopeError::storage(&raw, e))?;
     let _ = std::fs::remove_file(&raw);
-    let output = File::create(&dest).map_err(|e| storage(&dest, &e))?;
+    let output = File::create(&dest).map_err(|e| EnvelopeError::storage(&dest, e))?;
     let task = tokio::task::spawn_blocking(move || {
         if gzipped {
             write_capped(
@@ -153,14 +156,11 @@ fn write_capped(
         if written > limit {
             return Err(EnvelopeError::DecompressedTooLarge { limit });
         }
-        out.write_all(&buffer[..n]).map_err(|e| storage(path, &e))?;
+        out.write_all(&buffer[..n])
+            .map_err(|e| EnvelopeError::storage(path, e))?;
     }
-    out.flush().map_err(|e| storage(path, &e))?;
+    out.flush().map_err(|e| EnvelopeError::storage(path, e))?;
     Ok(written)
-}
-
-fn storage(path: &Path, error: &std::io::Error) -> EnvelopeError {
-    EnvelopeError::Storage(format!("{}: {error}", path.display()))
 }
 
 async fn join<T: Send + 'static>(
