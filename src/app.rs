@@ -16,6 +16,7 @@ use crate::auth::{
 use crate::config::Config;
 use crate::fullsync::Scratch;
 use crate::media::MediaState;
+use crate::quota::Quota;
 use crate::store::{Store, StoreError, UserUpsert};
 use crate::sync::UserState;
 
@@ -35,6 +36,8 @@ pub(crate) struct App {
     pub media: SupervisorHandle<StoreDirectory, MediaState>,
     pub limiter: LoginLimiter,
     pub limits: crate::http::Limits,
+    /// Per-user limits on stored data.
+    pub quota: Quota,
     started: Instant,
     local_addr: SocketAddr,
 }
@@ -150,6 +153,7 @@ pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), 
             Duration::from_secs(config.login_window_secs),
         ),
         limits: crate::http::Limits::from_payload_megs(config.max_payload_megs),
+        quota: Quota::from_config(&config.quota),
         store,
         scratch,
         keep_generations: config.keep_generations,

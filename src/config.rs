@@ -51,6 +51,19 @@ pub struct Config {
     /// Database page cache in MiB: more speeds up reads of big collections, less suits small
     /// boards. Memory beyond it is transient.
     pub cache_megs: u64,
+    /// Per-user limits on stored data (`[quota]`); 0 means no limit.
+    pub quota: QuotaConfig,
+}
+
+/// The `[quota]` section: per-user limits in MiB, 0 (the default) for none. A sync that would
+/// take a user over a limit is refused whole (see `crate::quota`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaConfig {
+    /// The user's collection: notes, cards, review log, notetypes, decks and config as stored.
+    pub collection_megs: u64,
+    /// The user's media files (each file counted once per user).
+    pub media_megs: u64,
 }
 
 impl Default for Config {
@@ -67,6 +80,7 @@ impl Default for Config {
             keep_generations: 1,
             stage_memory_rows: 20_000,
             cache_megs: 16,
+            quota: QuotaConfig::default(),
         }
     }
 }
@@ -100,6 +114,14 @@ impl Config {
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return Err(bad("log_level", &e.to_string()));
+        }
+        // Bytes are counted in u64; beyond this the multiplication by 1 MiB would overflow.
+        const MAX_QUOTA_MEGS: u64 = u64::MAX >> 20;
+        if self.quota.collection_megs > MAX_QUOTA_MEGS {
+            return Err(bad("quota.collection_megs", "is too large"));
+        }
+        if self.quota.media_megs > MAX_QUOTA_MEGS {
+            return Err(bad("quota.media_megs", "is too large"));
         }
         Ok(())
     }
@@ -185,6 +207,10 @@ fn official_fallbacks(env: &BTreeMap<String, String>) -> Dict {
     dict
 }
 
+/// Config-file sections (`[name]` tables) whose keys the environment sets as
+/// `ANKISYNCD_<SECTION>_<KEY>`, e.g. `ANKISYNCD_QUOTA_MEDIA_MEGS` for `quota.media_megs`.
+const SECTIONS: &[&str] = &["quota"];
+
 /// `ANKISYNCD_*` variables, read from the given map rather than the process environment.
 fn ankisyncd_env(env: &BTreeMap<String, String>) -> Serialized<Dict> {
     let mut dict = Dict::new();
@@ -197,7 +223,26 @@ fn ankisyncd_env(env: &BTreeMap<String, String>) -> Serialized<Dict> {
         if key.is_empty() {
             continue;
         }
-        dict.insert(key.to_ascii_lowercase(), env_value(value));
+        let key = key.to_ascii_lowercase();
+        let section = SECTIONS.iter().find_map(|section| {
+            key.strip_prefix(section)
+                .and_then(|rest| rest.strip_prefix('_'))
+                .filter(|rest| !rest.is_empty())
+                .map(|rest| (*section, rest.to_string()))
+        });
+        match section {
+            Some((section, inner)) => {
+                let entry = dict
+                    .entry(section.to_string())
+                    .or_insert_with(|| Value::from(Dict::new()));
+                if let Value::Dict(_, table) = entry {
+                    table.insert(inner, env_value(value));
+                }
+            }
+            None => {
+                dict.insert(key, env_value(value));
+            }
+        }
     }
     Serialized::defaults(dict)
 }
@@ -375,6 +420,38 @@ mod tests {
         let file = dir.path().join("c.toml");
         std::fs::write(&file, "port = [").unwrap();
         assert!(load(Some(&file), &[], &Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn quota_comes_from_its_section_or_the_environment() {
+        let c = load(None, &[], &Overrides::default()).unwrap();
+        assert_eq!(c.quota, QuotaConfig::default(), "off by default");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[quota]\ncollection_megs = 200\n").unwrap();
+        let c = load(
+            Some(&file),
+            &[("ANKISYNCD_QUOTA_MEDIA_MEGS", "500")],
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.quota,
+            QuotaConfig {
+                collection_megs: 200,
+                media_megs: 500
+            }
+        );
+        let err = load(
+            None,
+            &[("ANKISYNCD_QUOTA_MEDIA_MGES", "5")],
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("media_mges"), "{err}");
+        std::fs::write(&file, "[quota]\nmedia_megs = -1\n").unwrap();
+        let err = load(Some(&file), &[], &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("media_megs"), "{err}");
     }
 
     #[test]

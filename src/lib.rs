@@ -10,6 +10,8 @@ pub mod config;
 mod fullsync;
 mod http;
 mod media;
+mod migrate;
 mod protocol;
+pub mod quota;
 pub mod store;
 mod sync;

@@ -9,7 +9,7 @@ mod rate_limit;
 
 pub use directory::{StoreDirectory, UserRef};
 pub use env_users::{apply_env_users, env_users, EnvUser, EnvUserError, EnvUserOutcome};
-pub use host_key::{hash_host_key, new_host_key};
+pub use host_key::{hash_host_key, new_host_key, official_host_key};
 pub(crate) use password::decoy_hash;
 pub use password::{hash_password, verify_password, PasswordError};
 pub use rate_limit::LoginLimiter;

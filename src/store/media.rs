@@ -18,6 +18,7 @@ use super::tables::{
     MEDIA_USN,
 };
 use super::{decode, encode, Store, StoreError};
+use crate::quota::Exceeded;
 
 /// A file's state as `mediaChanges` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +43,16 @@ pub struct MediaStatus {
 pub struct MediaUpdate {
     /// NFC, validated.
     pub name: String,
+    pub content: Option<MediaContent>,
+}
+
+/// A file of another server's media index (`import`), keeping the usn it had there;
+/// `content` is `None` for a deleted file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedMedia {
+    /// NFC, validated.
+    pub name: String,
+    pub usn: i32,
     pub content: Option<MediaContent>,
 }
 
@@ -71,6 +82,16 @@ pub struct UploadOutcome {
     pub last_usn: i32,
     /// Changes that took a usn.
     pub changed: usize,
+}
+
+/// What [`Store::apply_media_updates`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaApplied {
+    Done(UploadOutcome),
+    /// The user was removed meanwhile; nothing was written.
+    UnknownUser,
+    /// The upload would break the user's media quota; nothing was written.
+    OverQuota(Exceeded),
 }
 
 /// How much the blob store holds, across all users.
@@ -147,21 +168,22 @@ impl Store {
 
     /// Apply one upload's changes, in order, in one durable transaction. Each change that
     /// alters the index (a new or different file, the deletion of a present one) takes the
-    /// next usn; the others change nothing. `None` if the user was removed meanwhile (and
-    /// nothing was written).
+    /// next usn; the others change nothing. Nothing is written if the user was removed
+    /// meanwhile, or if the result would break the media quota `limit` (bytes).
     pub fn apply_media_updates(
         &self,
         user_id: u64,
         updates: &[MediaUpdate],
         bytes: &mut dyn MediaBytes,
-    ) -> Result<Option<UploadOutcome>, StoreError> {
+        limit: Option<u64>,
+    ) -> Result<MediaApplied, StoreError> {
         // Immediate durability (redb's default): the client marks these files synced as soon
         // as it has the reply.
         let tx = self.write()?;
         let outcome = {
             let mut collections = tx.open_table(COLLECTIONS)?;
             let Some(mut collection) = read_record(&collections, user_id)? else {
-                return Ok(None);
+                return Ok(MediaApplied::UnknownUser);
             };
             let mut media = tx.open_table(MEDIA)?;
             let mut by_usn = tx.open_table(MEDIA_USN)?;
@@ -172,6 +194,7 @@ impl Store {
                 .get(user_id)?
                 .map(|v| v.value())
                 .unwrap_or((0, 0));
+            let bytes_before = total_bytes;
             let mut changed = 0;
             for update in updates {
                 let current = media
@@ -224,6 +247,14 @@ impl Store {
                 collection.media_usn = usn;
                 changed += 1;
             }
+            if crate::quota::breaks(limit, bytes_before, total_bytes) {
+                // Dropping the transaction discards the blobs written above.
+                return Ok(MediaApplied::OverQuota(Exceeded {
+                    limit: limit.unwrap_or(0),
+                    current: bytes_before,
+                    after: Some(total_bytes),
+                }));
+            }
             if changed > 0 {
                 totals_table.insert(user_id, (files, total_bytes))?;
                 collections.insert(user_id, encode(&collection)?.as_slice())?;
@@ -235,7 +266,91 @@ impl Store {
             }
         };
         tx.commit()?;
-        Ok(Some(outcome))
+        Ok(MediaApplied::Done(outcome))
+    }
+
+    /// Forget every media file of a user (index, totals, blob references) and set their
+    /// media usn back to 0, in one transaction: what an import with `--force` replaces.
+    pub fn clear_media(&self, user_id: u64) -> Result<(), StoreError> {
+        let tx = self.write()?;
+        remove_user_media(&tx, user_id)?;
+        {
+            let mut collections = tx.open_table(COLLECTIONS)?;
+            if let Some(mut record) = read_record(&collections, user_id)? {
+                record.media_usn = 0;
+                collections.insert(user_id, encode(&record)?.as_slice())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Add files to a user's media index as another server had them, each with the usn it
+    /// had there, in one transaction; `last_usn`, when given, becomes the user's media usn
+    /// (an import's last batch sets it). Names and usns must be new to the index. Returns
+    /// false (and writes nothing) if the user does not exist.
+    pub fn import_media(
+        &self,
+        user_id: u64,
+        entries: &[ImportedMedia],
+        bytes: &mut dyn MediaBytes,
+        last_usn: Option<i32>,
+    ) -> Result<bool, StoreError> {
+        let tx = self.write()?;
+        {
+            let mut collections = tx.open_table(COLLECTIONS)?;
+            let Some(mut collection) = read_record(&collections, user_id)? else {
+                return Ok(false);
+            };
+            let mut media = tx.open_table(MEDIA)?;
+            let mut by_usn = tx.open_table(MEDIA_USN)?;
+            let mut totals = tx.open_table(MEDIA_TOTALS)?;
+            let mut blobs = tx.open_table(BLOBS)?;
+            let mut refs = tx.open_table(BLOB_REFS)?;
+            let (mut files, mut total_bytes) =
+                totals.get(user_id)?.map(|v| v.value()).unwrap_or((0, 0));
+            for entry in entries {
+                let clash = |table: &'static str, reason: &str| StoreError::Corrupt {
+                    table,
+                    key: format!("{user_id}/{}", entry.name),
+                    reason: format!("imported media entry {reason}"),
+                };
+                if media.get((user_id, entry.name.as_str()))?.is_some() {
+                    return Err(clash("media", "names a file already in the index"));
+                }
+                if by_usn.get((user_id, entry.usn))?.is_some() {
+                    return Err(clash("media_usn", "has a usn another file has"));
+                }
+                let record = match &entry.content {
+                    None => MediaRecord {
+                        sha1: None,
+                        usn: entry.usn,
+                        blob: None,
+                        size: 0,
+                    },
+                    Some(content) => {
+                        retain_blob(&mut refs, &mut blobs, content, bytes)?;
+                        files += 1;
+                        total_bytes += content.size;
+                        MediaRecord {
+                            sha1: Some(content.sha1),
+                            usn: entry.usn,
+                            blob: Some(content.blake3),
+                            size: content.size,
+                        }
+                    }
+                };
+                media.insert((user_id, entry.name.as_str()), encode(&record)?.as_slice())?;
+                by_usn.insert((user_id, entry.usn), entry.name.as_str())?;
+            }
+            totals.insert(user_id, (files, total_bytes))?;
+            if let Some(last_usn) = last_usn {
+                collection.media_usn = last_usn;
+                collections.insert(user_id, encode(&collection)?.as_slice())?;
+            }
+        }
+        tx.commit()?;
+        Ok(true)
     }
 
     /// A consistent view of the media of every user, for building a download while uploads
@@ -395,6 +510,21 @@ impl MediaSnapshot {
             .transpose()
     }
 
+    /// Every media row of a user (present files and tombstones), in name order.
+    pub fn entries(
+        &self,
+        user_id: u64,
+    ) -> Result<impl Iterator<Item = Result<(String, MediaRecord), StoreError>> + '_, StoreError>
+    {
+        let range = self.media.range((user_id, "")..(user_id + 1, ""))?;
+        Ok(range.map(|entry| {
+            let (key, value) = entry?;
+            let name = key.value().1.to_string();
+            let record = decode(value.value(), "media", &name)?;
+            Ok((name, record))
+        }))
+    }
+
     /// The bytes of a blob, chunk by chunk.
     pub fn blob_reader(&self, blob: &[u8; 32]) -> Result<BlobReader, StoreError> {
         Ok(BlobReader {
@@ -501,10 +631,12 @@ mod tests {
                 }),
             })
             .collect();
-        let outcome = store
-            .apply_media_updates(user, &updates, &mut files)
+        let MediaApplied::Done(outcome) = store
+            .apply_media_updates(user, &updates, &mut files, None)
             .unwrap()
-            .unwrap();
+        else {
+            panic!("upload not applied")
+        };
         (outcome, files.reads)
     }
 
@@ -651,8 +783,10 @@ mod tests {
             content: Some(content(b"x", 0)),
         };
         assert_eq!(
-            store.apply_media_updates(1, &[update], &mut files).unwrap(),
-            None
+            store
+                .apply_media_updates(1, &[update], &mut files, None)
+                .unwrap(),
+            MediaApplied::UnknownUser
         );
         assert_eq!(store.blob_stats().unwrap().blobs, 0);
         assert_eq!(store.media_status(1).unwrap(), None);

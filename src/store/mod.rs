@@ -22,11 +22,11 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 pub use error::StoreError;
 pub use generations::{RestoreOutcome, RowBatch};
 pub use media::{
-    BlobReader, BlobStats, MediaBytes, MediaChange, MediaContent, MediaSnapshot, MediaStatus,
-    MediaUpdate, UploadOutcome,
+    BlobReader, BlobStats, ImportedMedia, MediaApplied, MediaBytes, MediaChange, MediaContent,
+    MediaSnapshot, MediaStatus, MediaUpdate, UploadOutcome,
 };
 pub use snapshot::Snapshot;
-pub use sync::{ChangedIds, SyncCommit};
+pub use sync::{ChangedIds, CommitOutcome, SyncCommit};
 pub use tables::{
     CardRow, CollectionRecord, Counts, HostKeyRecord, MediaRecord, NoteRow, ObjectKind,
     ObjectRecord, RevlogRow, RowKind, SortField, SpilledRow, UserRecord,

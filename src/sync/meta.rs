@@ -1,6 +1,8 @@
 //! `meta`: report the collection's state so the client can choose between no changes, a
 //! normal sync and a full sync. Read-only: unlike the official server it does not cancel
 //! another device's sync in progress (clients do not rely on that; `start` replaces it).
+//! After a sync refused for its quota, the next `meta` stops the client with the reason,
+//! once: the client shows a `meta` message, never the body of a failed request.
 
 use super::{SyncError, UserState};
 use crate::protocol::{MetaRequest, MetaResponse, MAX_SYNC_VERSION, MIN_SYNC_VERSION};
@@ -8,7 +10,7 @@ use crate::store::Store;
 
 pub(crate) fn meta(
     store: &Store,
-    state: &UserState,
+    state: &mut UserState,
     request: &MetaRequest,
     now_ms: i64,
 ) -> Result<MetaResponse, SyncError> {
@@ -19,13 +21,14 @@ pub(crate) fn meta(
     let collection = store
         .collection(state.user.id)?
         .ok_or(SyncError::AuthFailed)?;
+    let refusal = state.refusal.take();
     Ok(MetaResponse {
         modified_ms: collection.modified_ms,
         schema_ms: collection.schema_ms,
         usn: collection.usn,
         server_time_secs: now_ms / 1000,
-        msg: String::new(),
-        should_continue: true,
+        should_continue: refusal.is_none(),
+        msg: refusal.unwrap_or_default(),
         host_number: 0,
         empty: collection.counts.cards == 0,
         media_usn: collection.media_usn,
@@ -42,12 +45,12 @@ mod tests {
     fn a_new_user_looks_like_a_fresh_official_collection() {
         let (_dir, store) = temp_store();
         store.set_user("me", "h", 1_700_000_000_123).unwrap();
-        let state = UserState::new(&UserRef::new(1, "me"));
+        let mut state = UserState::new(&UserRef::new(1, "me"));
         let req = MetaRequest {
             sync_version: 11,
             client_version: String::new(),
         };
-        let m = meta(&store, &state, &req, 1_700_000_100_999).unwrap();
+        let m = meta(&store, &mut state, &req, 1_700_000_100_999).unwrap();
         assert_eq!(
             (m.modified_ms, m.schema_ms, m.usn, m.empty, m.media_usn),
             (0, 1_700_000_000_123, 0, true, 0)
@@ -57,17 +60,33 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_sync_is_explained_at_the_next_meta_only() {
+        let (_dir, store) = temp_store();
+        store.set_user("me", "h", 0).unwrap();
+        let mut state = UserState::new(&UserRef::new(1, "me"));
+        state.refusal = Some("over quota".into());
+        let req = MetaRequest {
+            sync_version: 11,
+            client_version: String::new(),
+        };
+        let m = meta(&store, &mut state, &req, 0).unwrap();
+        assert_eq!((m.should_continue, m.msg.as_str()), (false, "over quota"));
+        let m = meta(&store, &mut state, &req, 0).unwrap();
+        assert_eq!((m.should_continue, m.msg.as_str()), (true, ""));
+    }
+
+    #[test]
     fn versions_outside_8_to_11_are_too_old() {
         let (_dir, store) = temp_store();
         store.set_user("me", "h", 0).unwrap();
-        let state = UserState::new(&UserRef::new(1, "me"));
+        let mut state = UserState::new(&UserRef::new(1, "me"));
         for v in [0, 7, 12] {
             let req = MetaRequest {
                 sync_version: v,
                 client_version: String::new(),
             };
             assert!(matches!(
-                meta(&store, &state, &req, 0),
+                meta(&store, &mut state, &req, 0),
                 Err(SyncError::ClientTooOld(_))
             ));
         }

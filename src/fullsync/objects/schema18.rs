@@ -480,7 +480,7 @@ fn read_deck_configs(conn: &rusqlite::Connection) -> Result<Vec<(i64, JsonObject
 
 /// The official reader replaces out-of-range options with their defaults
 /// before producing legacy JSON, so clients never receive such values.
-fn clamp_deck_config(c: &mut DeckConfigConfig) {
+pub(super) fn clamp_deck_config(c: &mut DeckConfigConfig) {
     fn clamp_u32(val: &mut u32, default: u32, min: u32, max: u32) {
         if *val < min || *val > max {
             *val = default;
