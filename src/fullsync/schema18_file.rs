@@ -89,9 +89,11 @@ pub(crate) fn write_schema18(
     insert_decks(&tx, snapshot, generation)?;
     insert_deck_configs(&tx, snapshot, generation)?;
     {
-        let mut insert = tx.prepare("INSERT INTO config VALUES (?1, ?2, 0, ?3)")?;
+        // Config rows carry no usn or time that matters: the protocol sends all of them or
+        // none (protocol.md §4.2), and full syncs take neither, so both are written as 0.
+        let mut insert = tx.prepare("INSERT INTO config VALUES (?1, 0, 0, ?2)")?;
         for (key, entry) in snapshot.objects(generation, ObjectKind::Config)? {
-            insert.execute(params![key, entry.usn, entry.json.as_bytes()])?;
+            insert.execute(params![key, entry.json.as_bytes()])?;
         }
         // Tags differing only in case are one tag to the official code: the first is kept.
         let mut insert = tx.prepare("INSERT OR IGNORE INTO tags VALUES (?1, ?2, 0, NULL)")?;
