@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use support::{ChangesRequired, ClientVersion, Device, OfficialServer, Server, ServerOptions};
+use support::{
+    ChangesRequired, ClientVersion, CollectionDump, Device, OfficialServer, Server, ServerOptions,
+};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "secret";
@@ -63,6 +65,24 @@ fn requests<'a>(log: &'a str, method: &str) -> Vec<&'a str> {
     let needle = format!("method={method} ");
     log.lines().filter(|l| l.contains(&needle)).collect()
 }
+
+/// A device that never synced logs in with the password at `endpoint`, downloads the
+/// collection and the media, and must then hold exactly `dump` and `media`.
+fn a_new_device_gets(endpoint: &str, dump: &CollectionDump, media: &MediaFiles) {
+    let mut device = Device::new(ClientVersion::Current);
+    device.login(USER, PASSWORD, endpoint).unwrap();
+    assert_eq!(
+        device.sync().unwrap().required,
+        ChangesRequired::FullDownload
+    );
+    device.full_download().unwrap();
+    device.sync_media().unwrap();
+    assert_eq!(&device.dump(), dump);
+    assert_eq!(&device.media_files(), media);
+}
+
+/// A device's media folder: name → (size, SHA-1).
+type MediaFiles = BTreeMap<String, (u64, String)>;
 
 /// A phone and a laptop syncing with the official server: collection, media, edits and a
 /// deletion, the laptop last syncing before the phone's latest changes. Returns them with
@@ -151,16 +171,7 @@ fn devices_move_from_the_official_server_without_a_full_sync_or_a_new_login() {
     assert_eq!(laptop.media_files(), phone_media);
 
     // A new device logs in with the same password and gets the same rows and bytes.
-    let mut tablet = Device::new(ClientVersion::Current);
-    tablet.login(USER, PASSWORD, &endpoint).unwrap();
-    assert_eq!(
-        tablet.sync().unwrap().required,
-        ChangesRequired::FullDownload
-    );
-    tablet.full_download().unwrap();
-    tablet.sync_media().unwrap();
-    assert_eq!(tablet.dump(), phone_dump);
-    assert_eq!(tablet.media_files(), phone_media);
+    a_new_device_gets(&endpoint, &phone_dump, &phone_media);
 }
 
 #[test]
@@ -269,14 +280,5 @@ fn an_export_round_trips_byte_for_byte_and_the_official_server_serves_it() {
     assert_eq!(phone.dump(), dump);
     assert_eq!(phone.media_files(), media);
 
-    let mut tablet = Device::new(ClientVersion::Current);
-    tablet.login(USER, PASSWORD, &endpoint).unwrap();
-    assert_eq!(
-        tablet.sync().unwrap().required,
-        ChangesRequired::FullDownload
-    );
-    tablet.full_download().unwrap();
-    tablet.sync_media().unwrap();
-    assert_eq!(tablet.dump(), dump);
-    assert_eq!(tablet.media_files(), media);
+    a_new_device_gets(&endpoint, &dump, &media);
 }

@@ -150,10 +150,7 @@ fn compress(raw: &Path, dest: &Path) -> Result<(), FullSyncError> {
 /// file is scratch until renamed), prepared statements.
 fn build(snapshot: &Snapshot, record: &CollectionRecord, path: &Path) -> Result<(), FullSyncError> {
     let generation = record.generation;
-    let mut conn = Connection::open(path)?;
-    conn.execute_batch(
-        "PRAGMA page_size = 4096; PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;",
-    )?;
+    let mut conn = create_file(path)?;
     let tx = conn.transaction()?;
     tx.execute_batch(CORE_TABLES)?;
     tx.execute_batch(GRAVES_11)?;
@@ -185,6 +182,16 @@ fn build(snapshot: &Snapshot, record: &CollectionRecord, path: &Path) -> Result<
     conn.execute_batch("PRAGMA journal_mode = DELETE;")?;
     conn.close().map_err(|(_, e)| e)?;
     Ok(())
+}
+
+/// A new SQLite file for a collection being written: the page size clients use, and no
+/// journal or syncing while it is built (it is scratch until renamed or closed).
+pub(super) fn create_file(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.execute_batch(
+        "PRAGMA page_size = 4096; PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;",
+    )?;
+    Ok(conn)
 }
 
 /// Notes, cards and reviews of a generation into the tables of [`CORE_TABLES`], in id order.

@@ -9,10 +9,10 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use rusqlite::{params, Connection};
+use rusqlite::params;
 use unicase::UniCase;
 
-use super::download::{insert_rows, CORE_TABLES, SCHEMA_11_INDEXES};
+use super::download::{create_file, insert_rows, CORE_TABLES, SCHEMA_11_INDEXES};
 use super::objects::{deck_config_row, deck_row, notetype_rows, register_unicase, JsonObject};
 use super::FullSyncError;
 use crate::store::{CollectionRecord, ObjectKind, ObjectRecord, Snapshot};
@@ -58,11 +58,8 @@ pub(crate) fn write_schema18(
     path: &Path,
 ) -> Result<(), FullSyncError> {
     let generation = record.generation;
-    let mut conn = Connection::open(path)?;
+    let mut conn = create_file(path)?;
     register_unicase(&conn)?;
-    conn.execute_batch(
-        "PRAGMA page_size = 4096; PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;",
-    )?;
     let tx = conn.transaction()?;
     tx.execute_batch(CORE_TABLES)?;
     tx.execute_batch(SCHEMA_18_TABLES)?;

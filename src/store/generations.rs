@@ -151,16 +151,7 @@ impl Store {
                     collections.insert(user_id, encode(&record)?.as_slice())?;
                     drop(collections);
                     set_state(&tx, user_id, generation, GenerationState::Live, None)?;
-                    if current.generation != 0 {
-                        set_state(
-                            &tx,
-                            user_id,
-                            current.generation,
-                            GenerationState::Retained,
-                            Some(current),
-                        )?;
-                    }
-                    doom_beyond(&tx, user_id, keep)?;
+                    retire(&tx, user_id, current, keep)?;
                     true
                 }
             }
@@ -188,17 +179,7 @@ impl Store {
                     record.media_usn = current.media_usn;
                     collections.insert(user_id, encode(&record)?.as_slice())?;
                     drop(collections);
-                    if current.generation != 0 {
-                        let generation = current.generation;
-                        set_state(
-                            &tx,
-                            user_id,
-                            generation,
-                            GenerationState::Retained,
-                            Some(current),
-                        )?;
-                        doom_beyond(&tx, user_id, keep)?;
-                    }
+                    retire(&tx, user_id, current, keep)?;
                     true
                 }
             }
@@ -432,6 +413,27 @@ fn newest_retained(
         .map(|(generation, record)| (generation, record.collection)))
 }
 
+/// The collection `former` is no longer live: its generation is retained with its record
+/// (for `restore-previous`), and retained ones beyond `keep` are doomed.
+fn retire(
+    tx: &WriteTransaction,
+    user_id: u64,
+    former: CollectionRecord,
+    keep: usize,
+) -> Result<(), StoreError> {
+    if former.generation != 0 {
+        let generation = former.generation;
+        set_state(
+            tx,
+            user_id,
+            generation,
+            GenerationState::Retained,
+            Some(former),
+        )?;
+    }
+    doom_beyond(tx, user_id, keep)
+}
+
 fn doom_beyond(tx: &WriteTransaction, user_id: u64, keep: usize) -> Result<(), StoreError> {
     for (generation, _) in retained(tx, user_id)?.into_iter().skip(keep) {
         set_state(tx, user_id, generation, GenerationState::Doomed, None)?;
@@ -460,20 +462,7 @@ mod tests {
     use super::super::temp_store;
     use super::*;
 
-    fn note(text: &str) -> NoteRow {
-        NoteRow {
-            guid: text.into(),
-            mid: 1,
-            modified: 1,
-            usn: 0,
-            tags: String::new(),
-            fields: text.into(),
-            sort_field: super::super::tables::SortField::Text(text.into()),
-            checksum: 0,
-            flags: 0,
-            data: String::new(),
-        }
-    }
+    use super::super::test_note as note;
 
     fn upload(store: &Store, user: u64, text: &str, modified_ms: i64) -> u64 {
         let generation = store.begin_generation(user, modified_ms).unwrap();

@@ -190,11 +190,12 @@ impl Store {
             let mut totals_table = tx.open_table(MEDIA_TOTALS)?;
             let mut blobs = tx.open_table(BLOBS)?;
             let mut refs = tx.open_table(BLOB_REFS)?;
-            let (mut files, mut total_bytes) = totals_table
+            // (files, bytes) of the user's present media.
+            let mut sums = totals_table
                 .get(user_id)?
                 .map(|v| v.value())
                 .unwrap_or((0, 0));
-            let bytes_before = total_bytes;
+            let bytes_before = sums.1;
             let mut changed = 0;
             for update in updates {
                 let current = media
@@ -214,8 +215,8 @@ impl Store {
                     StoreError::Encode(format!("media usn of user {user_id} overflows"))
                 })?;
                 if let Some(old) = present {
-                    files = files.saturating_sub(1);
-                    total_bytes = total_bytes.saturating_sub(old.size);
+                    sums.0 = sums.0.saturating_sub(1);
+                    sums.1 = sums.1.saturating_sub(old.size);
                     if let Some(blob) = old.blob {
                         release_blob(&mut refs, &mut blobs, &blob)?;
                     }
@@ -223,40 +224,23 @@ impl Store {
                 if let Some(old) = &current {
                     by_usn.remove((user_id, old.usn))?;
                 }
-                let record = match &update.content {
-                    None => MediaRecord {
-                        sha1: None,
-                        usn,
-                        blob: None,
-                        size: 0,
-                    },
-                    Some(new) => {
-                        retain_blob(&mut refs, &mut blobs, new, bytes)?;
-                        files += 1;
-                        total_bytes += new.size;
-                        MediaRecord {
-                            sha1: Some(new.sha1),
-                            usn,
-                            blob: Some(new.blake3),
-                            size: new.size,
-                        }
-                    }
-                };
+                let content = update.content.as_ref();
+                let record = take_in(content, usn, &mut refs, &mut blobs, bytes, &mut sums)?;
                 media.insert((user_id, update.name.as_str()), encode(&record)?.as_slice())?;
                 by_usn.insert((user_id, usn), update.name.as_str())?;
                 collection.media_usn = usn;
                 changed += 1;
             }
-            if crate::quota::breaks(limit, bytes_before, total_bytes) {
+            if crate::quota::breaks(limit, bytes_before, sums.1) {
                 // Dropping the transaction discards the blobs written above.
                 return Ok(MediaApplied::OverQuota(Exceeded {
                     limit: limit.unwrap_or(0),
                     current: bytes_before,
-                    after: Some(total_bytes),
+                    after: Some(sums.1),
                 }));
             }
             if changed > 0 {
-                totals_table.insert(user_id, (files, total_bytes))?;
+                totals_table.insert(user_id, sums)?;
                 collections.insert(user_id, encode(&collection)?.as_slice())?;
             }
             UploadOutcome {
@@ -307,8 +291,7 @@ impl Store {
             let mut totals = tx.open_table(MEDIA_TOTALS)?;
             let mut blobs = tx.open_table(BLOBS)?;
             let mut refs = tx.open_table(BLOB_REFS)?;
-            let (mut files, mut total_bytes) =
-                totals.get(user_id)?.map(|v| v.value()).unwrap_or((0, 0));
+            let mut sums = totals.get(user_id)?.map(|v| v.value()).unwrap_or((0, 0));
             for entry in entries {
                 let clash = |table: &'static str, reason: &str| StoreError::Corrupt {
                     table,
@@ -321,29 +304,12 @@ impl Store {
                 if by_usn.get((user_id, entry.usn))?.is_some() {
                     return Err(clash("media_usn", "has a usn another file has"));
                 }
-                let record = match &entry.content {
-                    None => MediaRecord {
-                        sha1: None,
-                        usn: entry.usn,
-                        blob: None,
-                        size: 0,
-                    },
-                    Some(content) => {
-                        retain_blob(&mut refs, &mut blobs, content, bytes)?;
-                        files += 1;
-                        total_bytes += content.size;
-                        MediaRecord {
-                            sha1: Some(content.sha1),
-                            usn: entry.usn,
-                            blob: Some(content.blake3),
-                            size: content.size,
-                        }
-                    }
-                };
+                let content = entry.content.as_ref();
+                let record = take_in(content, entry.usn, &mut refs, &mut blobs, bytes, &mut sums)?;
                 media.insert((user_id, entry.name.as_str()), encode(&record)?.as_slice())?;
                 by_usn.insert((user_id, entry.usn), entry.name.as_str())?;
             }
-            totals.insert(user_id, (files, total_bytes))?;
+            totals.insert(user_id, sums)?;
             if let Some(last_usn) = last_usn {
                 collection.media_usn = last_usn;
                 collections.insert(user_id, encode(&collection)?.as_slice())?;
@@ -380,6 +346,36 @@ impl Store {
             bytes,
         })
     }
+}
+
+/// The index row of a file added (`content`) or deleted (`None`) with `usn`: an added file
+/// takes a reference to its blob (written first if nobody has it) and counts in `totals`
+/// (files, bytes).
+fn take_in(
+    content: Option<&MediaContent>,
+    usn: i32,
+    refs: &mut Table<[u8; 32], u64>,
+    blobs: &mut Table<([u8; 32], u32), &[u8]>,
+    bytes: &mut dyn MediaBytes,
+    totals: &mut (u64, u64),
+) -> Result<MediaRecord, StoreError> {
+    let Some(content) = content else {
+        return Ok(MediaRecord {
+            sha1: None,
+            usn,
+            blob: None,
+            size: 0,
+        });
+    };
+    retain_blob(refs, blobs, content, bytes)?;
+    totals.0 += 1;
+    totals.1 += content.size;
+    Ok(MediaRecord {
+        sha1: Some(content.sha1),
+        usn,
+        blob: Some(content.blake3),
+        size: content.size,
+    })
 }
 
 /// Add a reference to the blob of `content`, writing its chunks first if nobody has it yet.

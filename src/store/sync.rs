@@ -359,24 +359,10 @@ pub(super) fn count_data_bytes(tx: &WriteTransaction, generation: u64) -> Result
 
 #[cfg(test)]
 mod tests {
-    use super::super::tables::SortField;
     use super::super::{temp_store, RowBatch};
     use super::*;
 
-    fn note(text: &str) -> NoteRow {
-        NoteRow {
-            guid: text.into(),
-            mid: 1,
-            modified: 1,
-            usn: 0,
-            tags: String::new(),
-            fields: text.into(),
-            sort_field: SortField::Text(text.into()),
-            checksum: 0,
-            flags: 0,
-            data: String::new(),
-        }
-    }
+    use super::super::test_note as note;
 
     fn object(json: &str) -> ObjectRecord {
         ObjectRecord {

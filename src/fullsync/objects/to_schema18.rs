@@ -15,7 +15,11 @@ use super::proto::{
     CardRequirement, DayLimit, DeckCommon, DeckConfigConfig, DeckKind, DeckKindContainer,
     FieldConfig, FilteredDeck, NormalDeck, NotetypeConfig, SearchTerm, TemplateConfig,
 };
-use super::schema18::clamp_deck_config;
+use super::schema18::{
+    clamp_deck_config, RESERVED_DECKCONF_KEYS, RESERVED_DECKCONF_LAPSE_KEYS,
+    RESERVED_DECKCONF_NEW_KEYS, RESERVED_DECKCONF_REV_KEYS, RESERVED_FIELD_KEYS,
+    RESERVED_NOTETYPE_KEYS, RESERVED_TEMPLATE_KEYS,
+};
 use super::JsonObject;
 
 /// A notetype as the `notetypes`, `fields` and `templates` tables hold it.
@@ -48,45 +52,6 @@ pub(crate) struct DeckConfigRow {
     pub config: Vec<u8>,
 }
 
-const NOTETYPE_KEYS: &[&str] = &[
-    "id",
-    "name",
-    "type",
-    "mod",
-    "usn",
-    "sortf",
-    "did",
-    "tmpls",
-    "flds",
-    "css",
-    "latexPre",
-    "latexPost",
-    "latexsvg",
-    "req",
-    "originalStockKind",
-    "originalId",
-];
-
-const FIELD_KEYS: &[&str] = &[
-    "name",
-    "ord",
-    "sticky",
-    "rtl",
-    "font",
-    "size",
-    "description",
-    "plainText",
-    "collapsed",
-    "excludeFromSearch",
-    "id",
-    "tag",
-    "preventDeletion",
-];
-
-const TEMPLATE_KEYS: &[&str] = &[
-    "name", "ord", "qfmt", "afmt", "bqfmt", "bafmt", "did", "bfont", "bsize", "id",
-];
-
 pub(crate) fn notetype_rows(o: &JsonObject) -> NotetypeRows {
     let f = Fields(o);
     let reqs = o.get("req").and_then(requirements).unwrap_or_default();
@@ -105,7 +70,7 @@ pub(crate) fn notetype_rows(o: &JsonObject) -> NotetypeRows {
         reqs,
         original_stock_kind: f.i32("originalStockKind").unwrap_or(0),
         original_id: f.i64("originalId"),
-        other: extras(o, NOTETYPE_KEYS),
+        other: extras(o, RESERVED_NOTETYPE_KEYS),
     };
     let list = |key: &str| -> Vec<&JsonObject> {
         match o.get(key) {
@@ -170,7 +135,7 @@ fn field_row(o: &JsonObject) -> (String, Vec<u8>) {
         id: f.i64("id"),
         tag: f.i64("tag").and_then(|n| u32::try_from(n).ok()),
         prevent_deletion: f.bool("preventDeletion").unwrap_or(false),
-        other: extras(o, FIELD_KEYS),
+        other: extras(o, RESERVED_FIELD_KEYS),
     };
     (f.string("name").unwrap_or_default(), config.encode_to_vec())
 }
@@ -190,7 +155,7 @@ fn template_row(o: &JsonObject) -> (String, Vec<u8>) {
                 .unwrap_or(0),
         ),
         id: f.i64("id"),
-        other: extras(o, TEMPLATE_KEYS),
+        other: extras(o, RESERVED_TEMPLATE_KEYS),
     };
     (f.string("name").unwrap_or_default(), config.encode_to_vec())
 }
@@ -360,46 +325,6 @@ fn filtered_deck(f: &Fields<'_>) -> FilteredDeck {
     }
 }
 
-const DECK_CONFIG_KEYS: &[&str] = &[
-    "id",
-    "mod",
-    "name",
-    "usn",
-    "maxTaken",
-    "autoplay",
-    "timer",
-    "replayq",
-    "new",
-    "rev",
-    "lapse",
-    "dyn",
-    "newMix",
-    "newPerDayMinimum",
-    "interdayLearningMix",
-    "reviewOrder",
-    "newSortOrder",
-    "newGatherPriority",
-    "buryInterdayLearning",
-    "fsrsWeights",
-    "fsrsParams5",
-    "fsrsParams6",
-    "desiredRetention",
-    "ignoreRevlogsBeforeDate",
-    "easyDaysPercentages",
-    "stopTimerOnAnswer",
-    "secondsToShowQuestion",
-    "secondsToShowAnswer",
-    "questionAction",
-    "answerAction",
-    "waitForAudio",
-    "sm2Retention",
-    "weightSearch",
-];
-
-const NEW_KEYS: &[&str] = &["bury", "delays", "initialFactor", "ints", "order", "perDay"];
-const REV_KEYS: &[&str] = &["bury", "ease4", "ivlFct", "maxIvl", "perDay", "hardFactor"];
-const LAPSE_KEYS: &[&str] = &["delays", "leechAction", "leechFails", "minInt", "mult"];
-
 pub(crate) fn deck_config_row(o: &JsonObject) -> DeckConfigRow {
     let f = Fields(o);
     // Each of `new`, `rev` and `lapse` is taken whole or, when a key it needs is missing or
@@ -432,9 +357,9 @@ pub(crate) fn deck_config_row(o: &JsonObject) -> DeckConfigRow {
 
     let mut other = JsonObject::new();
     for (key, s, known) in [
-        ("new", new, NEW_KEYS),
-        ("rev", rev, REV_KEYS),
-        ("lapse", lapse, LAPSE_KEYS),
+        ("new", new, RESERVED_DECKCONF_NEW_KEYS),
+        ("rev", rev, RESERVED_DECKCONF_REV_KEYS),
+        ("lapse", lapse, RESERVED_DECKCONF_LAPSE_KEYS),
     ] {
         let extra: JsonObject = s
             .into_iter()
@@ -447,7 +372,10 @@ pub(crate) fn deck_config_row(o: &JsonObject) -> DeckConfigRow {
         }
     }
     for (key, value) in o {
-        if !DECK_CONFIG_KEYS.contains(&key.as_str()) {
+        let key_str = key.as_str();
+        let typed =
+            RESERVED_DECKCONF_KEYS.contains(&key_str) || ["new", "rev", "lapse"].contains(&key_str);
+        if !typed {
             other.insert(key.clone(), value.clone());
         }
     }
