@@ -175,7 +175,7 @@ fn devices_move_from_the_official_server_without_a_full_sync_or_a_new_login() {
 }
 
 #[test]
-fn import_waits_for_the_official_server_refuses_to_overwrite_and_can_require_a_login() {
+fn import_waits_for_both_servers_refuses_to_overwrite_and_can_require_a_login() {
     let mut official = OfficialServer::start(ServerOptions::with_user("bob", "pw"));
     let mut device = Device::new(ClientVersion::Current);
     device.login("bob", "pw", &official.endpoint()).unwrap();
@@ -188,9 +188,11 @@ fn import_waits_for_the_official_server_refuses_to_overwrite_and_can_require_a_l
 
     // No users yet: import creates bob from SYNC_USER1, as the official server had him.
     let mut ours = Server::start(ServerOptions::default());
-    ours.stop();
     let base = official.data_dir();
     let env = [("SYNC_USER1", "bob:pw")];
+    let err = cli_err(&ours, &["import", path(&base)], &env);
+    assert!(err.contains("in use by another process"), "{err}");
+    ours.stop();
     let err = cli_err(&ours, &["import", path(&base)], &env);
     assert!(
         err.contains("official sync server is still running"),

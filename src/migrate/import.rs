@@ -1,11 +1,13 @@
-//! `import`: take the official server's user folders into the database. Every folder is
-//! checked (its user known or declared, not already holding data, the server stopped)
-//! before any is imported; then for each user the media files are checked against
-//! `media.db`, the collection is ingested into a new generation (not yet visible), the media
-//! index is written with its usns, and the collection is made live.
+//! `import`: take the official server's user folders into the database, in three steps.
+//! First every folder is checked: its user known or declared, not already holding data, the
+//! official server stopped. Then every folder is read: media files hashed and compared with
+//! `media.db`, collections ingested into generations that are not visible yet; a failure
+//! here abandons them and leaves every user as they were. Last, user by user, the media
+//! index is written with its usns, the collection made live and the official key accepted.
 //!
-//! An import cut short leaves whatever users it finished, and for the user in progress at
-//! most their media: running it again with `--force` completes it.
+//! An import cut short in that last step leaves the users it finished, and for the user in
+//! progress at most their media (unfinished generations are doomed at the next start):
+//! running it again with `--force` completes it.
 
 use std::collections::HashSet;
 use std::fs::File;
