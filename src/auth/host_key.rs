@@ -1,7 +1,8 @@
 //! Host keys: the token a client receives at login and sends with every later request.
 //! Random 128-bit values (not derived from the password as the official server does), so a
 //! key can be revoked alone and a leaked database does not reveal them: only blake3 hashes are
-//! stored.
+//! stored. The one exception is the official server's own derived key, which `import` may
+//! accept so that devices coming from that server keep their login (README, "Logins").
 
 use rand::RngCore;
 
