@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use ankisyncd::store::Store;
 use support::{
     ChangesRequired, ClientVersion, CollectionDump, Device, OfficialServer, Server, ServerOptions,
 };
@@ -64,6 +65,67 @@ fn files_under(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 fn requests<'a>(log: &'a str, method: &str) -> Vec<&'a str> {
     let needle = format!("method={method} ");
     log.lines().filter(|l| l.contains(&needle)).collect()
+}
+
+/// What `meta` and `mediaChanges` report from our stopped server's database equals what the
+/// official server keeps in `folder`: collection times and usn, each file's usn and SHA-1
+/// (`""` once deleted), and the media usn.
+fn assert_same_state_as_the_official_folder(ours: &Server, folder: &Path) {
+    // Private copies: opening replays the logs the official server left.
+    let copies = tempfile::tempdir().unwrap();
+    for name in [
+        "collection.anki2",
+        "collection.anki2-wal",
+        "media.db",
+        "media.db-wal",
+    ] {
+        if folder.join(name).exists() {
+            fs::copy(folder.join(name), copies.path().join(name)).unwrap();
+        }
+    }
+    let col = rusqlite::Connection::open(copies.path().join("collection.anki2")).unwrap();
+    let official: (i64, i64, i32, i64) = col
+        .query_row("SELECT mod, scm, usn, ls FROM col", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .unwrap();
+    let media = rusqlite::Connection::open(copies.path().join("media.db")).unwrap();
+    let official_media_usn: i32 = media
+        .query_row("SELECT last_usn FROM meta", [], |r| r.get(0))
+        .unwrap();
+    let mut statement = media
+        .prepare(
+            "SELECT fname, usn, CASE WHEN size > 0 THEN lower(hex(csum)) ELSE '' END \
+             FROM media ORDER BY usn",
+        )
+        .unwrap();
+    let official_changes: Vec<(String, i32, String)> = statement
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+
+    let store = Store::open(ours.db_path()).unwrap();
+    let user = store.user(USER).unwrap().unwrap();
+    let record = store.collection(user.id).unwrap().unwrap();
+    assert_eq!(
+        (
+            record.modified_ms,
+            record.schema_ms,
+            record.usn,
+            record.last_sync_ms
+        ),
+        official
+    );
+    assert_eq!(record.media_usn, official_media_usn);
+    let ours_changes: Vec<(String, i32, String)> = store
+        .media_changes(user.id, 0, 1000)
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.name, c.usn, c.sha1.map(hex::encode).unwrap_or_default()))
+        .collect();
+    assert_eq!(ours_changes, official_changes);
+    assert!(official_changes.iter().any(|(_, _, sha1)| sha1.is_empty()));
 }
 
 /// A device that never synced logs in with the password at `endpoint`, downloads the
@@ -137,6 +199,7 @@ fn devices_move_from_the_official_server_without_a_full_sync_or_a_new_login() {
     let report = cli_ok(&ours, &["import", path(&official.data_dir())], &user_env());
     assert!(report.contains("alice:"), "{report}");
     assert!(report.contains("devices keep their login"), "{report}");
+    assert_same_state_as_the_official_folder(&ours, &official.data_dir().join(USER));
     let endpoint = ours.restart();
 
     // The phone was in step with the official server: nothing to do, nothing sent.
