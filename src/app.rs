@@ -21,6 +21,7 @@ use crate::auth::{
 use crate::config::Config;
 use crate::fullsync::Scratch;
 use crate::media::MediaState;
+use crate::quota::Quota;
 use crate::store::{Store, StoreError, UserUpsert};
 use crate::sync::UserState;
 
@@ -44,6 +45,8 @@ pub(crate) struct App {
     pub activity: Arc<DeviceActivity>,
     /// Re-read on SIGHUP; its users are left to it by `user passwd`/`user remove`.
     pub users_file: Option<PathBuf>,
+    /// Per-user limits on stored data.
+    pub quota: Quota,
     started: Instant,
     local_addr: SocketAddr,
 }
@@ -180,6 +183,7 @@ pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), 
             Duration::from_secs(config.login_window_secs),
         ),
         limits: crate::http::Limits::from_payload_megs(config.max_payload_megs),
+        quota: Quota::from_config(&config.quota),
         store,
         scratch,
         keep_generations: config.keep_generations,

@@ -1,9 +1,10 @@
 //! The command line: `ankisyncd [serve]`, `ankisyncd user add|list|devices|passwd|remove|
-//! revoke|restore-previous`, and the maintenance of the database file: `backup OUT`,
-//! `check [--repair]`, `compact`. Flags here are the top layer of the configuration (see
-//! `config`). A user command (and `backup`) is one admin request: sent to the running server
-//! through its admin socket when one answers, else carried out on the database file
-//! directly. `check` and `compact` need a stopped server.
+//! revoke|restore-previous`, the maintenance of the database file (`backup OUT`,
+//! `check [--repair]`, `compact`), and moving users from and to the official server
+//! (`import|export DIR`, its data folder). Flags here are the top layer of the configuration
+//! (see `config`). A user command (and `backup`) is one admin request: sent to the running
+//! server through its admin socket when one answers, else carried out on the database file
+//! directly. `check`, `compact`, `import` and `export` need a stopped server.
 
 use std::io::{IsTerminal, Read};
 use std::net::IpAddr;
@@ -12,8 +13,10 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::admin::{execute, socket_path, AdminError, ClientError, Context, Reply, Request};
-use crate::auth::{hash_password, validate_user_name, PasswordError};
+use crate::auth::{env_users, hash_password, validate_user_name, EnvUserError, PasswordError};
 use crate::config::{process_env, Config, ConfigError, Overrides};
+use crate::fullsync::Scratch;
+use crate::migrate::{export_official, import_official, ImportOptions, MigrateError};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, Parser)]
@@ -66,6 +69,31 @@ enum Command {
     },
     /// Shrink the database file of a stopped server (after users or uploads were removed).
     Compact,
+    /// Take users over from the official sync server's data folder (its SYNC_BASE): their
+    /// collections and media, so devices carry on without a full sync. Users missing here are
+    /// created from SYNC_USER1.. (set them as the official server had them).
+    #[command(visible_alias = "import-official")]
+    Import {
+        /// The official server's data folder: one folder per user.
+        dir: PathBuf,
+        /// Replace the collection and media of users that already have some here.
+        #[arg(long)]
+        force: bool,
+        /// Do not accept the logins devices got from the official server: every device must
+        /// log in again (with the same password).
+        #[arg(long)]
+        require_login: bool,
+    },
+    /// Write every user out as the official sync server's data folder, which that server can
+    /// then serve to the same devices without a full sync.
+    #[command(visible_alias = "export-official")]
+    Export {
+        /// The folder to write (the official server's SYNC_BASE).
+        dir: PathBuf,
+        /// Replace user folders that already exist there.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,6 +140,12 @@ pub enum CliError {
     Serve(#[from] crate::app::ServeError),
     #[error(transparent)]
     Password(#[from] PasswordError),
+    #[error(transparent)]
+    Migrate(#[from] MigrateError),
+    #[error(transparent)]
+    Users(#[from] EnvUserError),
+    #[error("scratch directory next to the database: {0}")]
+    Scratch(#[source] std::io::Error),
     #[error("{0}")]
     Usage(String),
     #[error("cannot start the runtime: {0}")]
@@ -184,7 +218,79 @@ pub fn run() -> Result<(), CliError> {
             init_logging("warn");
             crate::maintenance::compact(&config.database)
         }
+        Command::Import {
+            dir,
+            force,
+            require_login,
+        } => {
+            init_logging("warn");
+            import(&config, &env, &dir, force, require_login)
+        }
+        Command::Export { dir, force } => {
+            init_logging("warn");
+            export(&config, &dir, force)
+        }
     }
+}
+
+fn import(
+    config: &Config,
+    env: &std::collections::BTreeMap<String, String>,
+    dir: &std::path::Path,
+    force: bool,
+    require_login: bool,
+) -> Result<(), CliError> {
+    let declared = env_users(env)?;
+    // The database first: it is the lock that keeps a server (and its scratch files) away.
+    let store = Store::open(&config.database)?;
+    let scratch = Scratch::open(&config.database).map_err(CliError::Scratch)?;
+    let options = ImportOptions {
+        declared: &declared,
+        force,
+        require_login,
+        keep_generations: config.keep_generations,
+        now_ms: crate::clock::now_millis(),
+    };
+    for user in import_official(&store, &scratch, dir, &options)? {
+        let collection = match user.collection {
+            Some(c) => format!("{} notes, {} cards, {} reviews", c.notes, c.cards, c.revlog),
+            None => "no collection".into(),
+        };
+        let login = if user.official_key {
+            "devices keep their login"
+        } else {
+            "devices log in again"
+        };
+        println!(
+            "{}{}: {collection}; {} media files ({}); {login}",
+            user.name,
+            if user.created { " (created)" } else { "" },
+            user.media_files,
+            format_bytes(user.media_bytes),
+        );
+    }
+    Ok(())
+}
+
+fn export(config: &Config, dir: &std::path::Path, force: bool) -> Result<(), CliError> {
+    let store = Store::open(&config.database)?;
+    for user in export_official(&store, dir, force)? {
+        let collection = match user.collection {
+            Some(c) => format!("{} notes, {} cards, {} reviews", c.notes, c.cards, c.revlog),
+            None => "no collection".into(),
+        };
+        println!(
+            "{}: {collection}; {} media files ({})",
+            user.name,
+            user.media_files,
+            format_bytes(user.media_bytes)
+        );
+    }
+    Ok(())
+}
+
+fn format_bytes(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 fn init_logging(filter: &str) {
@@ -408,5 +514,23 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["ankisyncd", "backup"]).is_err());
         assert!(Cli::try_parse_from(["ankisyncd", "--port", "99999"]).is_err());
+        for name in ["import", "import-official"] {
+            let cli = Cli::try_parse_from(["ankisyncd", name, "/base", "--force"]).unwrap();
+            assert!(matches!(
+                cli.command,
+                Some(Command::Import {
+                    force: true,
+                    require_login: false,
+                    ..
+                })
+            ));
+        }
+        for name in ["export", "export-official"] {
+            let cli = Cli::try_parse_from(["ankisyncd", name, "/base"]).unwrap();
+            assert!(matches!(
+                cli.command,
+                Some(Command::Export { force: false, .. })
+            ));
+        }
     }
 }

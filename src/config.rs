@@ -57,6 +57,19 @@ pub struct Config {
     pub users_file: Option<PathBuf>,
     /// Scheduled backups (`[backup]`).
     pub backup: BackupConfig,
+    /// Per-user limits on stored data (`[quota]`); 0 means no limit.
+    pub quota: QuotaConfig,
+}
+
+/// The `[quota]` section: per-user limits in MiB, 0 (the default) for none. A sync that would
+/// take a user over a limit is refused whole (see `crate::quota`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaConfig {
+    /// The user's collection: notes, cards, review log, notetypes, decks and config as stored.
+    pub collection_megs: u64,
+    /// The user's media files (each file counted once per user).
+    pub media_megs: u64,
 }
 
 /// Scheduled backups of a running server: off while `dir` is empty.
@@ -172,6 +185,7 @@ impl Default for Config {
             cache_megs: 16,
             users_file: None,
             backup: BackupConfig::default(),
+            quota: QuotaConfig::default(),
         }
     }
 }
@@ -218,6 +232,14 @@ impl Config {
         }
         if self.backup.keep == 0 {
             return Err(bad("backup.keep", "must be at least 1"));
+        }
+        // Bytes are counted in u64; beyond this the multiplication by 1 MiB would overflow.
+        const MAX_QUOTA_MEGS: u64 = u64::MAX >> 20;
+        if self.quota.collection_megs > MAX_QUOTA_MEGS {
+            return Err(bad("quota.collection_megs", "is too large"));
+        }
+        if self.quota.media_megs > MAX_QUOTA_MEGS {
+            return Err(bad("quota.media_megs", "is too large"));
         }
         Ok(())
     }
@@ -303,8 +325,9 @@ fn official_fallbacks(env: &BTreeMap<String, String>) -> Dict {
     dict
 }
 
-/// Tables of the config file: `ANKISYNCD_BACKUP_DIR` sets `dir` in `[backup]`.
-const SECTIONS: &[&str] = &["backup"];
+/// Config-file sections (`[name]` tables) whose keys the environment sets as
+/// `ANKISYNCD_<SECTION>_<KEY>`, e.g. `ANKISYNCD_BACKUP_DIR` for `backup.dir`.
+const SECTIONS: &[&str] = &["backup", "quota"];
 
 /// `ANKISYNCD_*` variables, read from the given map rather than the process environment.
 fn ankisyncd_env(env: &BTreeMap<String, String>) -> Serialized<Dict> {
@@ -319,17 +342,19 @@ fn ankisyncd_env(env: &BTreeMap<String, String>) -> Serialized<Dict> {
             continue;
         }
         let key = key.to_ascii_lowercase();
-        let nested = SECTIONS.iter().find_map(|section| {
-            let field = key.strip_prefix(section)?.strip_prefix('_')?;
-            Some((*section, field.to_string()))
+        let section = SECTIONS.iter().find_map(|section| {
+            key.strip_prefix(section)
+                .and_then(|rest| rest.strip_prefix('_'))
+                .filter(|rest| !rest.is_empty())
+                .map(|rest| (*section, rest.to_string()))
         });
-        match nested {
-            Some((section, field)) => {
-                let table = dict
+        match section {
+            Some((section, inner)) => {
+                let entry = dict
                     .entry(section.to_string())
                     .or_insert_with(|| Value::from(Dict::new()));
-                if let Value::Dict(_, table) = table {
-                    table.insert(field, env_value(value));
+                if let Value::Dict(_, table) = entry {
+                    table.insert(inner, env_value(value));
                 }
             }
             None => {
@@ -558,18 +583,67 @@ mod tests {
     }
 
     #[test]
+    fn quota_comes_from_its_section_or_the_environment() {
+        let c = load(None, &[], &Overrides::default()).unwrap();
+        assert_eq!(c.quota, QuotaConfig::default(), "off by default");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[quota]\ncollection_megs = 200\n").unwrap();
+        let c = load(
+            Some(&file),
+            &[("ANKISYNCD_QUOTA_MEDIA_MEGS", "500")],
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.quota,
+            QuotaConfig {
+                collection_megs: 200,
+                media_megs: 500
+            }
+        );
+        let err = load(
+            None,
+            &[("ANKISYNCD_QUOTA_MEDIA_MGES", "5")],
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("media_mges"), "{err}");
+        std::fs::write(&file, "[quota]\nmedia_megs = -1\n").unwrap();
+        let err = load(Some(&file), &[], &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("media_megs"), "{err}");
+    }
+
+    #[test]
     fn the_example_config_lists_every_key_with_its_default() {
         let text = include_str!("../config.example.toml");
         let example: Config = toml_like(text);
         assert_eq!(example, Config::default());
         // Keys that are off by default appear commented out, with an example value.
-        let keys = serde_json::to_value(Config::default()).unwrap();
-        for key in keys.as_object().unwrap().keys() {
-            let listed = text.lines().any(|line| {
+        let listed = |key: &str| {
+            text.lines().any(|line| {
                 let line = line.trim_start_matches("# ");
                 line.starts_with(&format!("{key} ="))
-            });
-            assert!(listed, "config.example.toml does not list `{key}`");
+            })
+        };
+        let keys = serde_json::to_value(Config::default()).unwrap();
+        for (key, value) in keys.as_object().unwrap() {
+            match value.as_object() {
+                // A section: its header, then each of its keys.
+                Some(section) => {
+                    assert!(
+                        text.lines().any(|line| line == format!("[{key}]")),
+                        "config.example.toml has no [{key}] section"
+                    );
+                    for inner in section.keys() {
+                        assert!(
+                            listed(inner),
+                            "config.example.toml does not list `{key}.{inner}`"
+                        );
+                    }
+                }
+                None => assert!(listed(key), "config.example.toml does not list `{key}`"),
+            }
         }
     }
 

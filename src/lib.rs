@@ -13,6 +13,8 @@ mod fullsync;
 mod http;
 mod maintenance;
 mod media;
+mod migrate;
 mod protocol;
+pub mod quota;
 pub mod store;
 mod sync;

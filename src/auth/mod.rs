@@ -13,7 +13,7 @@ mod users_file;
 pub use activity::{flush_now, flush_periodically, DeviceActivity};
 pub use directory::{StoreDirectory, UserRef};
 pub use env_users::{apply_env_users, env_users, EnvUser, EnvUserError, EnvUserOutcome};
-pub use host_key::{hash_host_key, new_host_key};
+pub use host_key::{hash_host_key, new_host_key, official_host_key};
 pub(crate) use password::decoy_hash;
 pub use password::{check_phc, hash_password, verify_password, PasswordError};
 pub use rate_limit::LoginLimiter;

@@ -28,8 +28,9 @@ pub(crate) struct Download {
 /// waits for it.
 const CACHE_ZSTD_LEVEL: i32 = 1;
 
-/// The legacy layout: five tables, seven indexes (collection.md §2.1).
-const SCHEMA_11_TABLES: &str = "
+/// The tables both layouts share, as the legacy layout declares them (collection.md §2.1);
+/// schema 18 only changes `graves`.
+pub(super) const CORE_TABLES: &str = "
 CREATE TABLE col (id integer PRIMARY KEY, crt integer NOT NULL, mod integer NOT NULL,
   scm integer NOT NULL, ver integer NOT NULL, dty integer NOT NULL, usn integer NOT NULL,
   ls integer NOT NULL, conf text NOT NULL, models text NOT NULL, decks text NOT NULL,
@@ -45,11 +46,14 @@ CREATE TABLE cards (id integer PRIMARY KEY, nid integer NOT NULL, did integer NO
 CREATE TABLE revlog (id integer PRIMARY KEY, cid integer NOT NULL, usn integer NOT NULL,
   ease integer NOT NULL, ivl integer NOT NULL, lastIvl integer NOT NULL, factor integer NOT NULL,
   time integer NOT NULL, type integer NOT NULL);
-CREATE TABLE graves (usn integer NOT NULL, oid integer NOT NULL, type integer NOT NULL);
 ";
 
+/// The legacy `graves` table: no key, `usn` first.
+const GRAVES_11: &str =
+    "CREATE TABLE graves (usn integer NOT NULL, oid integer NOT NULL, type integer NOT NULL);";
+
 /// Indexes are built after the rows are in: one sort instead of a b-tree update per row.
-const SCHEMA_11_INDEXES: &str = "
+pub(super) const SCHEMA_11_INDEXES: &str = "
 CREATE INDEX ix_notes_usn ON notes (usn);
 CREATE INDEX ix_cards_usn ON cards (usn);
 CREATE INDEX ix_revlog_usn ON revlog (usn);
@@ -146,12 +150,10 @@ fn compress(raw: &Path, dest: &Path) -> Result<(), FullSyncError> {
 /// file is scratch until renamed), prepared statements.
 fn build(snapshot: &Snapshot, record: &CollectionRecord, path: &Path) -> Result<(), FullSyncError> {
     let generation = record.generation;
-    let mut conn = Connection::open(path)?;
-    conn.execute_batch(
-        "PRAGMA page_size = 4096; PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;",
-    )?;
+    let mut conn = create_file(path)?;
     let tx = conn.transaction()?;
-    tx.execute_batch(SCHEMA_11_TABLES)?;
+    tx.execute_batch(CORE_TABLES)?;
+    tx.execute_batch(GRAVES_11)?;
     tx.execute(
         "INSERT INTO col VALUES (1, ?1, ?2, ?3, 11, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
@@ -167,40 +169,8 @@ fn build(snapshot: &Snapshot, record: &CollectionRecord, path: &Path) -> Result<
             tags_json(snapshot, generation)?,
         ],
     )?;
+    insert_rows(&tx, snapshot, generation)?;
     {
-        let mut insert =
-            tx.prepare("INSERT INTO notes VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)")?;
-        for entry in snapshot.notes(generation)? {
-            let (id, n) = entry?;
-            let sort_field: rusqlite::types::Value = match n.sort_field {
-                SortField::Int(i) => i.into(),
-                SortField::Real(f) => f.into(),
-                SortField::Text(t) => t.into(),
-            };
-            insert.execute(params![
-                id, n.guid, n.mid, n.modified, n.usn, n.tags, n.fields, sort_field, n.checksum,
-                n.flags, n.data
-            ])?;
-        }
-        let mut insert = tx.prepare(
-            "INSERT INTO cards VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
-             ?14, ?15, ?16, ?17, ?18)",
-        )?;
-        for entry in snapshot.cards(generation)? {
-            let (id, c) = entry?;
-            insert.execute(params![
-                id, c.nid, c.did, c.ord, c.modified, c.usn, c.ctype, c.queue, c.due, c.ivl,
-                c.factor, c.reps, c.lapses, c.left, c.odue, c.odid, c.flags, c.data
-            ])?;
-        }
-        let mut insert =
-            tx.prepare("INSERT INTO revlog VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")?;
-        for entry in snapshot.revlog(generation)? {
-            let (id, r) = entry?;
-            insert.execute(params![
-                id, r.cid, r.usn, r.ease, r.ivl, r.last_ivl, r.factor, r.time, r.rtype
-            ])?;
-        }
         let mut insert = tx.prepare("INSERT INTO graves VALUES (?1, ?2, ?3)")?;
         for (usn, kind, id) in snapshot.graves(generation)? {
             insert.execute(params![usn, id, kind])?;
@@ -211,6 +181,58 @@ fn build(snapshot: &Snapshot, record: &CollectionRecord, path: &Path) -> Result<
     // A plain rollback-journal file, complete on its own, as the legacy layout expects.
     conn.execute_batch("PRAGMA journal_mode = DELETE;")?;
     conn.close().map_err(|(_, e)| e)?;
+    Ok(())
+}
+
+/// A new SQLite file for a collection being written: the page size clients use, and no
+/// journal or syncing while it is built (it is scratch until renamed or closed).
+pub(super) fn create_file(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.execute_batch(
+        "PRAGMA page_size = 4096; PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;",
+    )?;
+    Ok(conn)
+}
+
+/// Notes, cards and reviews of a generation into the tables of [`CORE_TABLES`], in id order.
+pub(super) fn insert_rows(
+    tx: &rusqlite::Transaction<'_>,
+    snapshot: &Snapshot,
+    generation: u64,
+) -> Result<(), FullSyncError> {
+    let mut insert =
+        tx.prepare("INSERT INTO notes VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)")?;
+    for entry in snapshot.notes(generation)? {
+        let (id, n) = entry?;
+        let sort_field: rusqlite::types::Value = match n.sort_field {
+            SortField::Int(i) => i.into(),
+            SortField::Real(f) => f.into(),
+            SortField::Text(t) => t.into(),
+        };
+        insert.execute(params![
+            id, n.guid, n.mid, n.modified, n.usn, n.tags, n.fields, sort_field, n.checksum,
+            n.flags, n.data
+        ])?;
+    }
+    let mut insert = tx.prepare(
+        "INSERT INTO cards VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
+         ?14, ?15, ?16, ?17, ?18)",
+    )?;
+    for entry in snapshot.cards(generation)? {
+        let (id, c) = entry?;
+        insert.execute(params![
+            id, c.nid, c.did, c.ord, c.modified, c.usn, c.ctype, c.queue, c.due, c.ivl, c.factor,
+            c.reps, c.lapses, c.left, c.odue, c.odid, c.flags, c.data
+        ])?;
+    }
+    let mut insert =
+        tx.prepare("INSERT INTO revlog VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")?;
+    for entry in snapshot.revlog(generation)? {
+        let (id, r) = entry?;
+        insert.execute(params![
+            id, r.cid, r.usn, r.ease, r.ivl, r.last_ivl, r.factor, r.time, r.rtype
+        ])?;
+    }
     Ok(())
 }
 

@@ -4,10 +4,13 @@
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum FullSyncError {
+pub enum FullSyncError {
     /// The uploaded file is not a collection we can take; nothing was changed.
     #[error("upload rejected: {0}")]
     Corrupt(String),
+    /// Taking the file would break the user's collection quota; nothing was changed.
+    #[error("{}", .0.collection_message())]
+    OverQuota(crate::quota::Exceeded),
     /// A download was asked of a user who never uploaded a collection.
     #[error("there is no collection on the server yet; upload one from a device first")]
     NothingToDownload,

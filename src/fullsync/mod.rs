@@ -1,6 +1,8 @@
 //! Full sync: a whole collection in (`upload`) or out (`download`) as an Anki SQLite file.
 //! The file only exists in the scratch directory while a transfer is in flight; the
-//! collection itself lives as rows in redb (`store`), one generation per upload.
+//! collection itself lives as rows in redb (`store`), one generation per upload. `ingest`
+//! and `write_schema18` also serve `import` and `export`, which move collections between the
+//! official server's data folder and the database.
 //!
 //! Everything here is blocking (SQLite, redb, disk): the user's actor runs it on the blocking
 //! pool. It never holds a redb write transaction for more than one batch of rows.
@@ -9,10 +11,12 @@ mod collection_file;
 mod download;
 mod error;
 mod objects;
+mod schema18_file;
 mod scratch;
 mod upload;
 
 pub(crate) use download::prepare_download;
 pub(crate) use error::FullSyncError;
+pub(crate) use schema18_file::write_schema18;
 pub(crate) use scratch::{leftovers as scratch_leftovers, Scratch, ScratchFile};
-pub(crate) use upload::{receive_upload, UploadReply};
+pub(crate) use upload::{activate, ingest, receive_upload, ChangeIndex, Ingested, UploadReply};

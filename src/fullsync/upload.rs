@@ -1,6 +1,8 @@
 //! `upload`: take a checked collection file into a new generation of the user's rows, batch
 //! by batch, and make it live in one small transaction. Until that last commit nothing is
-//! visible; if anything fails the generation is abandoned and the old collection stays.
+//! visible; if anything fails (or the collection quota would break) the generation is
+//! abandoned and the old collection stays. `ingest` is also how `import` takes in the
+//! official server's collection files.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -11,9 +13,10 @@ use rusqlite::{Connection, Row};
 use super::collection_file::{open_upload, ColRow};
 use super::objects::{read_objects, LegacyObjects};
 use super::FullSyncError;
+use crate::quota::Exceeded;
 use crate::store::{
-    CardRow, CollectionRecord, Counts, NoteRow, ObjectKind, ObjectRecord, RevlogRow, RowBatch,
-    RowKind, SortField, Store,
+    CardRow, CollectionRecord, Counts, NewGeneration, NoteRow, ObjectKind, ObjectRecord, RevlogRow,
+    RowBatch, RowKind, SortField, Store,
 };
 
 /// Rows per write transaction: small enough that other users' commits interleave (about
@@ -24,92 +27,85 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// The bare-string replies of `upload` (protocol.md §4.10): HTTP 200 in every case; the
 /// client treats exactly `OK` as success and shows anything else to the user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum UploadReply {
     Ok,
     TooLarge,
     Corrupt,
+    /// The collection would take the user over the collection quota.
+    OverQuota(Exceeded),
 }
 
 impl UploadReply {
-    pub(crate) fn text(self) -> &'static str {
+    pub(crate) fn text(&self) -> String {
         match self {
-            UploadReply::Ok => "OK",
-            UploadReply::TooLarge => "collection exceeds size limit",
+            UploadReply::Ok => "OK".into(),
+            UploadReply::TooLarge => "collection exceeds size limit".into(),
             UploadReply::Corrupt => {
-                "Your upload was corrupt. Please use Check Database, or restore from backup."
+                "Your upload was corrupt. Please use Check Database, or restore from backup.".into()
             }
+            UploadReply::OverQuota(exceeded) => exceeded.collection_message(),
         }
     }
 }
 
+/// Which rows of an ingested collection go into the changes index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChangeIndex {
+    /// Rows a client could still ask for: after a full upload every other device full-syncs,
+    /// and this collection's own devices are at its usn, so older rows are never asked for.
+    FromCollectionUsn,
+    /// Every row: an imported collection keeps its schema time, so devices that synced with
+    /// it at any earlier usn come back with normal syncs.
+    All,
+}
+
+/// A collection taken in as a new generation that is not live yet.
+#[derive(Debug)]
+pub(crate) struct Ingested {
+    pub generation: NewGeneration,
+    /// The record to make live with it (its media usn is the user's current one).
+    pub record: CollectionRecord,
+}
+
 /// Check the received file at `path` and make it the user's collection. A file we refuse is
-/// `Ok(UploadReply::Corrupt)` (logged with the reason); only server faults are errors.
+/// an `UploadReply` the client shows (logged with the reason); only server faults are
+/// errors. `quota` is the collection quota in bytes.
 pub(crate) fn receive_upload(
     store: &Store,
     user_id: u64,
     path: &Path,
     keep_generations: usize,
+    quota: Option<u64>,
     now_ms: i64,
 ) -> Result<UploadReply, FullSyncError> {
     let started = Instant::now();
-    let (conn, col) = match open_upload(path) {
-        Ok(opened) => opened,
-        Err(FullSyncError::Corrupt(reason)) => {
-            tracing::warn!(user_id, "full upload refused: {reason}");
-            return Ok(UploadReply::Corrupt);
+    let refused = |reply: UploadReply, reason: &dyn std::fmt::Display| {
+        tracing::warn!(user_id, "full upload refused: {reason}");
+        Ok(reply)
+    };
+    let ingested = match ingest(
+        store,
+        user_id,
+        path,
+        ChangeIndex::FromCollectionUsn,
+        quota,
+        now_ms,
+    ) {
+        Ok(ingested) => ingested,
+        Err(FullSyncError::Corrupt(reason)) => return refused(UploadReply::Corrupt, &reason),
+        Err(FullSyncError::OverQuota(exceeded)) => {
+            let reply = UploadReply::OverQuota(exceeded);
+            return refused(reply.clone(), &reply.text());
         }
         Err(e) => return Err(e),
     };
-    let objects = match read_objects(&conn, col.version) {
-        Ok(objects) => objects,
-        Err(e) => {
-            tracing::warn!(user_id, "full upload refused: {e}");
-            return Ok(UploadReply::Corrupt);
-        }
-    };
-    let generation = store.begin_generation(user_id, col.usn, now_ms)?;
-    let mut ingest = Ingest {
-        store,
-        generation: generation.id,
-        batch: RowBatch::default(),
-        counts: Counts::default(),
-        started,
-        last_progress: started,
-        user_id,
-        index_from: col.usn,
-    };
-    match ingest.run(&conn, objects) {
-        Ok(()) => {}
-        Err(e) => {
-            store.abandon_generation(user_id, generation.id)?;
-            return match e {
-                FullSyncError::Corrupt(reason) => {
-                    tracing::warn!(user_id, "full upload refused: {reason}");
-                    Ok(UploadReply::Corrupt)
-                }
-                other => Err(other),
-            };
-        }
-    }
-    let counts = ingest.counts;
-    let record = collection_record(&col, counts);
-    let activated = match store.activate_generation(user_id, generation, record, keep_generations) {
-        Ok(activated) => activated,
-        Err(e) => {
-            // Best effort: if the disk still fails, it stays `building` and the next start dooms it.
-            let _ = store.abandon_generation(user_id, generation.id);
-            return Err(e.into());
-        }
-    };
-    if !activated {
-        store.abandon_generation(user_id, generation.id)?;
-        return Err(FullSyncError::UnknownUser);
-    }
+    let counts = ingested.record.counts;
+    let generation = ingested.generation.id;
+    activate(store, user_id, ingested, keep_generations)?;
     tracing::info!(
         user_id,
-        generation = generation.id,
-        schema = col.version,
+        generation,
         notes = counts.notes,
         cards = counts.cards,
         revlog = counts.revlog,
@@ -119,7 +115,84 @@ pub(crate) fn receive_upload(
     Ok(UploadReply::Ok)
 }
 
-fn collection_record(col: &ColRow, counts: Counts) -> CollectionRecord {
+/// Take the collection file at `path` into a new generation of `user_id`'s rows, batch by
+/// batch, without making it live. A file we cannot take is `FullSyncError::Corrupt`; one
+/// that would break `quota` (bytes) is `FullSyncError::OverQuota`. Either way the
+/// generation is abandoned and nothing is visible.
+pub(crate) fn ingest(
+    store: &Store,
+    user_id: u64,
+    path: &Path,
+    index: ChangeIndex,
+    quota: Option<u64>,
+    now_ms: i64,
+) -> Result<Ingested, FullSyncError> {
+    let started = Instant::now();
+    let (conn, col) = open_upload(path)?;
+    let objects =
+        read_objects(&conn, col.version).map_err(|e| FullSyncError::Corrupt(e.to_string()))?;
+    let current_bytes = match quota {
+        Some(_) => store.collection_data_bytes(user_id)?,
+        None => 0,
+    };
+    let index_from = match index {
+        ChangeIndex::FromCollectionUsn => col.usn,
+        ChangeIndex::All => i32::MIN,
+    };
+    let generation = store.begin_generation(user_id, index_from, now_ms)?;
+    let mut ingest = Ingest {
+        store,
+        generation: generation.id,
+        batch: RowBatch::default(),
+        counts: Counts::default(),
+        bytes: 0,
+        quota,
+        current_bytes,
+        started,
+        last_progress: started,
+        user_id,
+        index_from,
+    };
+    if let Err(e) = ingest.run(&conn, objects) {
+        store.abandon_generation(user_id, generation.id)?;
+        return Err(e);
+    }
+    let record = collection_record(&col, ingest.counts, ingest.bytes);
+    tracing::debug!(
+        user_id,
+        generation = generation.id,
+        schema = col.version,
+        "collection ingested"
+    );
+    Ok(Ingested { generation, record })
+}
+
+/// Make an ingested generation the user's collection; the one it replaces is kept as
+/// `keep_generations` says.
+pub(crate) fn activate(
+    store: &Store,
+    user_id: u64,
+    ingested: Ingested,
+    keep_generations: usize,
+) -> Result<(), FullSyncError> {
+    let Ingested { generation, record } = ingested;
+    let activated = match store.activate_generation(user_id, generation, record, keep_generations) {
+        Ok(activated) => activated,
+        Err(e) => {
+            // Best effort: if the disk still fails, it stays `building` and the next start
+            // dooms it.
+            let _ = store.abandon_generation(user_id, generation.id);
+            return Err(e.into());
+        }
+    };
+    if !activated {
+        store.abandon_generation(user_id, generation.id)?;
+        return Err(FullSyncError::UnknownUser);
+    }
+    Ok(())
+}
+
+fn collection_record(col: &ColRow, counts: Counts, data_bytes: u64) -> CollectionRecord {
     CollectionRecord {
         generation: 0, // set by activate_generation
         created_secs: col.created_secs,
@@ -129,6 +202,7 @@ fn collection_record(col: &ColRow, counts: Counts) -> CollectionRecord {
         last_sync_ms: col.last_sync_ms,
         counts,
         media_usn: 0, // kept from the current record by activate_generation
+        data_bytes: Some(data_bytes),
     }
 }
 
@@ -137,6 +211,11 @@ struct Ingest<'a> {
     generation: u64,
     batch: RowBatch,
     counts: Counts,
+    /// Bytes written so far (the collection quota's measure).
+    bytes: u64,
+    quota: Option<u64>,
+    /// Bytes of the collection this one replaces: a smaller upload is never refused.
+    current_bytes: u64,
     started: Instant,
     last_progress: Instant,
     user_id: u64,
@@ -313,8 +392,16 @@ impl Ingest<'_> {
         if self.batch.is_empty() {
             return Ok(());
         }
-        self.store.write_batch(self.generation, &self.batch)?;
+        self.bytes += self.store.write_batch(self.generation, &self.batch)?;
         self.batch = RowBatch::default();
+        if crate::quota::breaks(self.quota, self.current_bytes, self.bytes) {
+            // Stopped at the limit: what the whole file would need is not known.
+            return Err(FullSyncError::OverQuota(Exceeded {
+                limit: self.quota.unwrap_or(0),
+                current: self.current_bytes,
+                after: None,
+            }));
+        }
         tracing::debug!(
             user_id = self.user_id,
             generation = self.generation,

@@ -71,8 +71,9 @@ pub(super) async fn normal_sync(
             .await
         }
         SyncMethod::Finish => {
+            let quota = app.quota.collection;
             run_json(app, user, move |state| {
-                sync::finish(&store, state, &key, crate::clock::now_millis())
+                sync::finish(&store, state, &key, quota, crate::clock::now_millis())
             })
             .await
         }
@@ -119,7 +120,7 @@ where
                 user = context.user.as_ref().map(|u| &*u.name),
                 "full upload refused: {text}"
             );
-            let text = Bytes::from_static(text.as_bytes());
+            let text = Bytes::from(text);
             return Ok(boxed(envelope::encode_ok(&envelope, text)?));
         }
     };
@@ -127,15 +128,17 @@ where
     let reply = if bytes >= app.limits.max_decompressed {
         UploadReply::TooLarge
     } else {
-        let (store, path, keep) = (
+        let (store, path, keep, quota) = (
             app.store.clone(),
             file.path().to_path_buf(),
             app.keep_generations,
+            app.quota.collection,
         );
         app.users
             .run(&user, move |state| {
                 state.discard_session();
-                fullsync::receive_upload(&store, user.id, &path, keep, crate::clock::now_millis())
+                let now = crate::clock::now_millis();
+                fullsync::receive_upload(&store, user.id, &path, keep, quota, now)
             })
             .await??
     };
@@ -145,8 +148,10 @@ where
         app.janitor.notify_one();
         prebuild_download(app, user);
     }
-    let text = Bytes::from_static(reply.text().as_bytes());
-    Ok(boxed(envelope::encode_ok(&request.envelope, text)?))
+    Ok(boxed(envelope::encode_ok(
+        &request.envelope,
+        Bytes::from(reply.text()),
+    )?))
 }
 
 /// Lets the end-to-end tests kill the server at a chosen step of a sync (as a power cut

@@ -84,6 +84,8 @@ impl ApiError {
                 SyncError::ClientTooOld(_) => StatusCode::NOT_IMPLEMENTED,
                 SyncError::BadRequest(_) => StatusCode::BAD_REQUEST,
                 SyncError::Conflict(_) => StatusCode::CONFLICT,
+                // Clients show "payload too large" for it; `meta` explains at the next sync.
+                SyncError::OverQuota(_) => StatusCode::PAYLOAD_TOO_LARGE,
                 SyncError::Store(_) | SyncError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::Actor(e) => match e {
@@ -96,6 +98,7 @@ impl ApiError {
                 FullSyncError::Corrupt(_) | FullSyncError::NothingToDownload => {
                     StatusCode::BAD_REQUEST
                 }
+                FullSyncError::OverQuota(_) => StatusCode::PAYLOAD_TOO_LARGE,
                 FullSyncError::Scratch { .. }
                 | FullSyncError::Build(_)
                 | FullSyncError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -164,6 +167,7 @@ mod tests {
             (SyncError::ClientTooOld(5).into(), 501),
             (SyncError::BadRequest("x".into()).into(), 400),
             (SyncError::Conflict("no active sync").into(), 409),
+            (SyncError::OverQuota("over".into()).into(), 413),
             (ApiError::BadJson("x".into()), 400),
             (
                 SyncError::RateLimited {

@@ -112,11 +112,15 @@ where
         Ok(received) => received,
         Err(OverLimit { error, .. }) => return Err(error.into()),
     };
-    let (store, path) = (app.store.clone(), file.path().to_path_buf());
+    let (store, path, quota) = (
+        app.store.clone(),
+        file.path().to_path_buf(),
+        app.quota.media,
+    );
     let reply = app
         .media
         .run(&user, move |state| {
-            media::upload_changes(&store, state, &path)
+            media::upload_changes(&store, state, &path, quota)
         })
         .await??;
     drop(file);

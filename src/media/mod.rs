@@ -9,6 +9,7 @@
 
 mod begin;
 mod changes;
+mod digests;
 mod download;
 mod error;
 mod filename;
@@ -21,8 +22,10 @@ use crate::auth::UserRef;
 
 pub(crate) use begin::{begin, BeginRequest};
 pub(crate) use changes::media_changes;
+pub(crate) use digests::Digests;
 pub(crate) use download::{download_files, DownloadFilesRequest};
 pub(crate) use error::{BadUpload, MediaError};
+pub(crate) use filename::problem as filename_problem;
 pub(crate) use sanity::media_sanity;
 pub(crate) use upload::upload_changes;
 
@@ -57,6 +60,14 @@ impl<T> JsonResult<T> {
     pub(crate) fn ok(data: T) -> Self {
         JsonResult { data, err: "" }
     }
+}
+
+/// A refusal for the user to read: `{"err": "<message>"}` with HTTP 200, which clients show
+/// as it is (protocol.md §5.0), where an error status would only show its code. Used for
+/// what the user can act on: a quota.
+#[derive(Debug, Serialize)]
+pub(crate) struct JsonRefusal {
+    pub err: String,
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use zip::{CompressionMethod, ZipArchive, ZipWriter};
 
 use super::changes::MediaChangesRequest;
 use super::sanity::MediaSanityRequest;
+use super::upload::UploadChangesReply;
 use super::*;
 use crate::store::{temp_store, Store};
 
@@ -68,7 +69,10 @@ fn upload(store: &Store, user: u64, zip: &[u8]) -> Result<(usize, i32), MediaErr
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("upload.zip");
     std::fs::write(&path, zip).unwrap();
-    upload_changes(store, &state(user), &path).map(|reply| reply.data)
+    match upload_changes(store, &state(user), &path, None)? {
+        UploadChangesReply::Applied(reply) => Ok(reply.data),
+        UploadChangesReply::Refused(refusal) => panic!("refused: {}", refusal.err),
+    }
 }
 
 fn refused(store: &Store, zip: &[u8]) -> BadUpload {
@@ -376,7 +380,35 @@ fn upload_changes_json(store: &Store) -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("u.zip");
     std::fs::write(&path, client_zip(&[("c", Some(b"z"))])).unwrap();
-    serde_json::to_string(&upload_changes(store, &state(1), &path).unwrap()).unwrap()
+    serde_json::to_string(&upload_changes(store, &state(1), &path, None).unwrap()).unwrap()
+}
+
+#[test]
+fn an_upload_over_the_media_quota_is_refused_whole_with_a_message() {
+    let (_dir, store) = temp_store();
+    store.set_user("u", "h", 0).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("u.zip");
+    let upload_with_quota = |zip: &[u8], quota: u64| {
+        std::fs::write(&path, zip).unwrap();
+        serde_json::to_value(upload_changes(&store, &state(1), &path, Some(quota)).unwrap())
+            .unwrap()
+    };
+    let reply = upload_with_quota(&client_zip(&[("a", Some(&[1u8; 600][..]))]), 1000);
+    assert_eq!(reply, serde_json::json!({"data": [1, 1], "err": ""}));
+
+    let before = (store.media_status(1).unwrap(), store.blob_stats().unwrap());
+    let zip = client_zip(&[("b", Some(&[2u8; 300][..])), ("c", Some(&[3u8; 300][..]))]);
+    let reply = upload_with_quota(&zip, 1000);
+    let err = reply["err"].as_str().unwrap();
+    assert_eq!(reply.as_object().unwrap().len(), 1, "no data: {reply}");
+    assert!(err.contains("quota of 0.0 MB"), "{err}");
+    let after = (store.media_status(1).unwrap(), store.blob_stats().unwrap());
+    assert_eq!(before, after, "nothing of the refused zip is stored");
+
+    // Deleting while over a lowered quota is still allowed.
+    let reply = upload_with_quota(&client_zip(&[("a", None)]), 100);
+    assert_eq!(reply, serde_json::json!({"data": [1, 2], "err": ""}));
 }
 
 /// Whatever arrives as an upload, the server answers; it never panics. One store for all

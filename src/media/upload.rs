@@ -1,4 +1,5 @@
-//! `uploadChanges`: a zip of at most 25 changes, applied all or nothing (protocol.md §5.4).
+//! `uploadChanges`: a zip of at most 25 changes, applied all or nothing (protocol.md §5.4),
+//! or refused whole when it would take the user over the media quota.
 //! The body is already in a scratch file; it is read twice, entry by entry and never whole:
 //! first every entry is checked and hashed (names, `_meta` against the entries, declared
 //! against real sizes, compression ratio, CRC), then the store takes the changes in one
@@ -8,12 +9,13 @@ use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::path::Path;
 
-use sha1::{Digest, Sha1};
 use zip::ZipArchive;
 
-use super::{filename, BadUpload, JsonResult, MediaError, MediaState};
+use serde::Serialize;
+
+use super::{filename, BadUpload, Digests, JsonRefusal, JsonResult, MediaError, MediaState};
 use super::{MAX_FILES_PER_ZIP, MAX_FILE_SIZE};
-use crate::store::{MediaBytes, MediaContent, MediaUpdate, Store};
+use crate::store::{MediaApplied, MediaBytes, MediaContent, MediaUpdate, Store};
 
 /// Most bytes of `_meta` read, as on the official server; a longer one fails to parse.
 const MAX_META_BYTES: u64 = 50 * 1024;
@@ -23,18 +25,34 @@ const MAX_RATIO: u64 = 100;
 /// current clients store entries uncompressed anyway (ratio 1).
 const RATIO_FLOOR: u64 = 1024 * 1024;
 
-/// Take in the upload zip at `path`. The reply is `[processed, current media usn]`.
+/// What `uploadChanges` answers: `[processed, current media usn]`, or the reason the upload
+/// was refused (a quota), which the client shows.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub(crate) enum UploadChangesReply {
+    Applied(JsonResult<(usize, i32)>),
+    Refused(JsonRefusal),
+}
+
+/// Take in the upload zip at `path`; `quota` is the user's media quota in bytes.
 pub(crate) fn upload_changes(
     store: &Store,
     state: &MediaState,
     path: &Path,
-) -> Result<JsonResult<(usize, i32)>, MediaError> {
+    quota: Option<u64>,
+) -> Result<UploadChangesReply, MediaError> {
     let file = File::open(path).map_err(MediaError::Scratch)?;
     let mut zip = UploadZip::open(io::BufReader::new(file))?;
     let updates = zip.check()?;
-    let outcome = store
-        .apply_media_updates(state.user.id, &updates, &mut zip)?
-        .ok_or(MediaError::UnknownUser)?;
+    let outcome = match store.apply_media_updates(state.user.id, &updates, &mut zip, quota)? {
+        MediaApplied::Done(outcome) => outcome,
+        MediaApplied::UnknownUser => return Err(MediaError::UnknownUser),
+        MediaApplied::OverQuota(exceeded) => {
+            let err = exceeded.media_message();
+            tracing::warn!(user = %state.user.name, "media upload refused: {err}");
+            return Ok(UploadChangesReply::Refused(JsonRefusal { err }));
+        }
+    };
     if outcome.changed > 0 {
         tracing::debug!(
             user = %state.user.name,
@@ -44,7 +62,10 @@ pub(crate) fn upload_changes(
             "media upload applied"
         );
     }
-    Ok(JsonResult::ok((outcome.processed, outcome.last_usn)))
+    Ok(UploadChangesReply::Applied(JsonResult::ok((
+        outcome.processed,
+        outcome.last_usn,
+    ))))
 }
 
 /// An upload zip being read.
@@ -131,7 +152,7 @@ impl<R: Read + Seek> UploadZip<R> {
                 declared,
             });
         }
-        let mut hashes = Hashes::default();
+        let mut hashes = Digests::default();
         let actual =
             io::copy(&mut file.take(declared + 1), &mut hashes).map_err(|e| corrupt(&e))?;
         if actual != declared {
@@ -144,9 +165,10 @@ impl<R: Read + Seek> UploadZip<R> {
         if actual == 0 {
             return Err(BadUpload::EmptyEntry(entry.to_string()));
         }
+        let (sha1, blake3) = hashes.finish();
         Ok(MediaContent {
-            sha1: hashes.sha1.finalize().into(),
-            blake3: hashes.blake3.finalize().into(),
+            sha1,
+            blake3,
             size: actual,
             entry: index,
         })
@@ -158,26 +180,6 @@ impl<R: Read + Seek> MediaBytes for UploadZip<R> {
         let file = self.archive.by_index(entry).map_err(io::Error::other)?;
         // Checked before, capped again: the store compares length and hash too.
         io::copy(&mut file.take(MAX_FILE_SIZE + 1), out)?;
-        Ok(())
-    }
-}
-
-/// Both digests of a file in one pass: SHA-1 is what clients compare, blake3 addresses the
-/// blob.
-#[derive(Default)]
-struct Hashes {
-    sha1: Sha1,
-    blake3: blake3::Hasher,
-}
-
-impl Write for Hashes {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.sha1.update(data);
-        self.blake3.update(data);
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
 }

@@ -4,7 +4,7 @@
 use redb::ReadableTable;
 
 use super::tables::{CollectionRecord, COLLECTIONS};
-use super::{decode, Store, StoreError};
+use super::{decode, encode, Store, StoreError};
 
 /// The user's collection record, read inside a write transaction that may change it.
 pub(super) fn read_record(
@@ -25,5 +25,34 @@ impl Store {
         found
             .map(|v| decode(v.value(), "collections", user_id))
             .transpose()
+    }
+}
+
+impl Store {
+    /// Bytes the user's live collection takes (the collection quota's measure, see
+    /// [`CollectionRecord::data_bytes`]); 0 for an unknown user. A record stored before the
+    /// count was kept is counted once here and remembered.
+    pub fn collection_data_bytes(&self, user_id: u64) -> Result<u64, StoreError> {
+        let tx = self.write()?;
+        let bytes = {
+            let mut table = tx.open_table(COLLECTIONS)?;
+            match read_record(&table, user_id)? {
+                None => None,
+                Some(CollectionRecord {
+                    data_bytes: Some(bytes),
+                    ..
+                }) => Some(bytes),
+                Some(mut record) => {
+                    let bytes = super::sync::count_data_bytes(&tx, record.generation)?;
+                    record.data_bytes = Some(bytes);
+                    table.insert(user_id, encode(&record)?.as_slice())?;
+                    drop(table);
+                    tx.commit()?;
+                    return Ok(bytes);
+                }
+            }
+        };
+        tx.abort()?;
+        Ok(bytes.unwrap_or(0))
     }
 }

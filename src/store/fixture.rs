@@ -190,9 +190,9 @@ fn sync_once(store: &Store, user: u64) {
         ..Default::default()
     };
     let done = store
-        .commit_sync(user, record.generation, usn, &commit, 60)
+        .commit_sync(user, record.generation, usn, &commit, None, 60)
         .unwrap();
-    assert!(done.is_some());
+    assert!(matches!(done, super::CommitOutcome::Committed(_)));
 }
 
 struct Bytes(Vec<Vec<u8>>);
@@ -221,8 +221,8 @@ fn media(store: &Store, user: u64, changes: &[(&str, Option<&[u8]>)]) {
             }),
         })
         .collect();
-    store
-        .apply_media_updates(user, &updates, &mut bytes)
-        .unwrap()
+    let applied = store
+        .apply_media_updates(user, &updates, &mut bytes, None)
         .unwrap();
+    assert!(matches!(applied, super::MediaApplied::Done(_)));
 }

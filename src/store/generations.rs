@@ -101,22 +101,33 @@ impl Store {
 
     /// Write one batch of a generation being built. Not durable on its own: only the commit
     /// that makes the generation live must survive a crash, and it makes these durable too.
-    pub fn write_batch(&self, generation: u64, batch: &RowBatch) -> Result<(), StoreError> {
+    /// Returns the bytes the batch's rows and objects take (the collection quota's measure,
+    /// see [`CollectionRecord::data_bytes`]).
+    pub fn write_batch(&self, generation: u64, batch: &RowBatch) -> Result<u64, StoreError> {
         let mut tx = self.write()?;
         tx.set_durability(redb::Durability::None)
             .map_err(|e| StoreError::Redb(e.into()))?;
+        let mut bytes = 0u64;
         {
+            let mut put = |table: &mut redb::Table<(u64, i64), &[u8]>,
+                           id: i64,
+                           value: Vec<u8>|
+             -> Result<(), StoreError> {
+                bytes += value.len() as u64;
+                table.insert((generation, id), value.as_slice())?;
+                Ok(())
+            };
             let mut notes = tx.open_table(NOTES)?;
             for (id, row) in &batch.notes {
-                notes.insert((generation, *id), encode_row(row)?.as_slice())?;
+                put(&mut notes, *id, encode_row(row)?)?;
             }
             let mut cards = tx.open_table(CARDS)?;
             for (id, row) in &batch.cards {
-                cards.insert((generation, *id), encode_row(row)?.as_slice())?;
+                put(&mut cards, *id, encode_row(row)?)?;
             }
             let mut revlog = tx.open_table(REVLOG)?;
             for (id, row) in &batch.revlog {
-                revlog.insert((generation, *id), encode_row(row)?.as_slice())?;
+                put(&mut revlog, *id, encode_row(row)?)?;
             }
             let mut graves = tx.open_table(GRAVES)?;
             for (usn, kind, id) in &batch.graves {
@@ -124,10 +135,9 @@ impl Store {
             }
             let mut objects = tx.open_table(OBJECTS)?;
             for (kind, key, object) in &batch.objects {
-                objects.insert(
-                    (generation, *kind, key.as_str()),
-                    encode(object)?.as_slice(),
-                )?;
+                let value = encode(object)?;
+                bytes += value.len() as u64;
+                objects.insert((generation, *kind, key.as_str()), value.as_slice())?;
             }
             let mut changes = tx.open_table(CHANGES)?;
             for (usn, kind, id) in &batch.changes {
@@ -135,7 +145,7 @@ impl Store {
             }
         }
         tx.commit()?;
-        Ok(())
+        Ok(bytes)
     }
 
     /// Make a fully written generation the user's collection, durably, in one small
@@ -166,22 +176,41 @@ impl Store {
                     collections.insert(user_id, encode(&record)?.as_slice())?;
                     drop(collections);
                     set_state(&tx, user_id, generation, GenerationState::Live, None)?;
-                    if current.generation != 0 {
-                        set_state(
-                            &tx,
-                            user_id,
-                            current.generation,
-                            GenerationState::Retained,
-                            Some(current),
-                        )?;
-                    }
-                    doom_beyond(&tx, user_id, keep)?;
+                    retire(&tx, user_id, current, keep)?;
                     true
                 }
             }
         };
         tx.commit()?;
         Ok(activated)
+    }
+
+    /// Make the user's collection empty, as a new user's is; the one it replaces is kept
+    /// as after a full upload (`keep`), so `restore-previous` undoes this too. For an import
+    /// that replaces a collection with none. Returns false if the user does not exist.
+    pub fn reset_collection(
+        &self,
+        user_id: u64,
+        now_ms: i64,
+        keep: usize,
+    ) -> Result<bool, StoreError> {
+        let tx = self.write()?;
+        let reset = {
+            let mut collections = tx.open_table(COLLECTIONS)?;
+            match super::collections::read_record(&collections, user_id)? {
+                None => false,
+                Some(current) => {
+                    let mut record = CollectionRecord::empty(now_ms);
+                    record.media_usn = current.media_usn;
+                    collections.insert(user_id, encode(&record)?.as_slice())?;
+                    drop(collections);
+                    retire(&tx, user_id, current, keep)?;
+                    true
+                }
+            }
+        };
+        tx.commit()?;
+        Ok(reset)
     }
 
     /// Swap the live generation with the newest retained one (`user restore-previous`).
@@ -420,6 +449,27 @@ fn newest_retained(
         .map(|(generation, record)| (generation, record.collection)))
 }
 
+/// The collection `former` is no longer live: its generation is retained with its record
+/// (for `restore-previous`), and retained ones beyond `keep` are doomed.
+fn retire(
+    tx: &WriteTransaction,
+    user_id: u64,
+    former: CollectionRecord,
+    keep: usize,
+) -> Result<(), StoreError> {
+    if former.generation != 0 {
+        let generation = former.generation;
+        set_state(
+            tx,
+            user_id,
+            generation,
+            GenerationState::Retained,
+            Some(former),
+        )?;
+    }
+    doom_beyond(tx, user_id, keep)
+}
+
 fn doom_beyond(tx: &WriteTransaction, user_id: u64, keep: usize) -> Result<(), StoreError> {
     for (generation, _) in retained(tx, user_id)?.into_iter().skip(keep) {
         set_state(tx, user_id, generation, GenerationState::Doomed, None)?;
@@ -448,20 +498,7 @@ mod tests {
     use super::super::temp_store;
     use super::*;
 
-    fn note(text: &str) -> NoteRow {
-        NoteRow {
-            guid: text.into(),
-            mid: 1,
-            modified: 1,
-            usn: 0,
-            tags: String::new(),
-            fields: text.into(),
-            sort_field: super::super::tables::SortField::Text(text.into()),
-            checksum: 0,
-            flags: 0,
-            data: String::new(),
-        }
-    }
+    use super::super::test_note as note;
 
     fn upload(store: &Store, user: u64, text: &str, modified_ms: i64) -> u64 {
         let generation = store.begin_generation(user, 0, modified_ms).unwrap();

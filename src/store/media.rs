@@ -18,6 +18,7 @@ use super::tables::{
     MEDIA_USN,
 };
 use super::{decode, encode, Store, StoreError};
+use crate::quota::Exceeded;
 
 /// A file's state as `mediaChanges` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +43,16 @@ pub struct MediaStatus {
 pub struct MediaUpdate {
     /// NFC, validated.
     pub name: String,
+    pub content: Option<MediaContent>,
+}
+
+/// A file of another server's media index (`import`), keeping the usn it had there;
+/// `content` is `None` for a deleted file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedMedia {
+    /// NFC, validated.
+    pub name: String,
+    pub usn: i32,
     pub content: Option<MediaContent>,
 }
 
@@ -71,6 +82,16 @@ pub struct UploadOutcome {
     pub last_usn: i32,
     /// Changes that took a usn.
     pub changed: usize,
+}
+
+/// What [`Store::apply_media_updates`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaApplied {
+    Done(UploadOutcome),
+    /// The user was removed meanwhile; nothing was written.
+    UnknownUser,
+    /// The upload would break the user's media quota; nothing was written.
+    OverQuota(Exceeded),
 }
 
 /// How much the blob store holds, across all users.
@@ -147,31 +168,34 @@ impl Store {
 
     /// Apply one upload's changes, in order, in one durable transaction. Each change that
     /// alters the index (a new or different file, the deletion of a present one) takes the
-    /// next usn; the others change nothing. `None` if the user was removed meanwhile (and
-    /// nothing was written).
+    /// next usn; the others change nothing. Nothing is written if the user was removed
+    /// meanwhile, or if the result would break the media quota `limit` (bytes).
     pub fn apply_media_updates(
         &self,
         user_id: u64,
         updates: &[MediaUpdate],
         bytes: &mut dyn MediaBytes,
-    ) -> Result<Option<UploadOutcome>, StoreError> {
+        limit: Option<u64>,
+    ) -> Result<MediaApplied, StoreError> {
         // Immediate durability (redb's default): the client marks these files synced as soon
         // as it has the reply.
         let tx = self.write()?;
         let outcome = {
             let mut collections = tx.open_table(COLLECTIONS)?;
             let Some(mut collection) = read_record(&collections, user_id)? else {
-                return Ok(None);
+                return Ok(MediaApplied::UnknownUser);
             };
             let mut media = tx.open_table(MEDIA)?;
             let mut by_usn = tx.open_table(MEDIA_USN)?;
             let mut totals_table = tx.open_table(MEDIA_TOTALS)?;
             let mut blobs = tx.open_table(BLOBS)?;
             let mut refs = tx.open_table(BLOB_REFS)?;
-            let (mut files, mut total_bytes) = totals_table
+            // (files, bytes) of the user's present media.
+            let mut sums = totals_table
                 .get(user_id)?
                 .map(|v| v.value())
                 .unwrap_or((0, 0));
+            let bytes_before = sums.1;
             let mut changed = 0;
             for update in updates {
                 let current = media
@@ -191,8 +215,8 @@ impl Store {
                     StoreError::Encode(format!("media usn of user {user_id} overflows"))
                 })?;
                 if let Some(old) = present {
-                    files = files.saturating_sub(1);
-                    total_bytes = total_bytes.saturating_sub(old.size);
+                    sums.0 = sums.0.saturating_sub(1);
+                    sums.1 = sums.1.saturating_sub(old.size);
                     if let Some(blob) = old.blob {
                         release_blob(&mut refs, &mut blobs, &blob)?;
                     }
@@ -200,32 +224,23 @@ impl Store {
                 if let Some(old) = &current {
                     by_usn.remove((user_id, old.usn))?;
                 }
-                let record = match &update.content {
-                    None => MediaRecord {
-                        sha1: None,
-                        usn,
-                        blob: None,
-                        size: 0,
-                    },
-                    Some(new) => {
-                        retain_blob(&mut refs, &mut blobs, new, bytes)?;
-                        files += 1;
-                        total_bytes += new.size;
-                        MediaRecord {
-                            sha1: Some(new.sha1),
-                            usn,
-                            blob: Some(new.blake3),
-                            size: new.size,
-                        }
-                    }
-                };
+                let content = update.content.as_ref();
+                let record = take_in(content, usn, &mut refs, &mut blobs, bytes, &mut sums)?;
                 media.insert((user_id, update.name.as_str()), encode(&record)?.as_slice())?;
                 by_usn.insert((user_id, usn), update.name.as_str())?;
                 collection.media_usn = usn;
                 changed += 1;
             }
+            if crate::quota::breaks(limit, bytes_before, sums.1) {
+                // Dropping the transaction discards the blobs written above.
+                return Ok(MediaApplied::OverQuota(Exceeded {
+                    limit: limit.unwrap_or(0),
+                    current: bytes_before,
+                    after: Some(sums.1),
+                }));
+            }
             if changed > 0 {
-                totals_table.insert(user_id, (files, total_bytes))?;
+                totals_table.insert(user_id, sums)?;
                 collections.insert(user_id, encode(&collection)?.as_slice())?;
             }
             UploadOutcome {
@@ -235,7 +250,73 @@ impl Store {
             }
         };
         tx.commit()?;
-        Ok(Some(outcome))
+        Ok(MediaApplied::Done(outcome))
+    }
+
+    /// Forget every media file of a user (index, totals, blob references) and set their
+    /// media usn back to 0, in one transaction: what an import with `--force` replaces.
+    pub fn clear_media(&self, user_id: u64) -> Result<(), StoreError> {
+        let tx = self.write()?;
+        remove_user_media(&tx, user_id)?;
+        {
+            let mut collections = tx.open_table(COLLECTIONS)?;
+            if let Some(mut record) = read_record(&collections, user_id)? {
+                record.media_usn = 0;
+                collections.insert(user_id, encode(&record)?.as_slice())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Add files to a user's media index as another server had them, each with the usn it
+    /// had there, in one transaction; `last_usn`, when given, becomes the user's media usn
+    /// (an import's last batch sets it). Names and usns must be new to the index. Returns
+    /// false (and writes nothing) if the user does not exist.
+    pub fn import_media(
+        &self,
+        user_id: u64,
+        entries: &[ImportedMedia],
+        bytes: &mut dyn MediaBytes,
+        last_usn: Option<i32>,
+    ) -> Result<bool, StoreError> {
+        let tx = self.write()?;
+        {
+            let mut collections = tx.open_table(COLLECTIONS)?;
+            let Some(mut collection) = read_record(&collections, user_id)? else {
+                return Ok(false);
+            };
+            let mut media = tx.open_table(MEDIA)?;
+            let mut by_usn = tx.open_table(MEDIA_USN)?;
+            let mut totals = tx.open_table(MEDIA_TOTALS)?;
+            let mut blobs = tx.open_table(BLOBS)?;
+            let mut refs = tx.open_table(BLOB_REFS)?;
+            let mut sums = totals.get(user_id)?.map(|v| v.value()).unwrap_or((0, 0));
+            for entry in entries {
+                let clash = |table: &'static str, reason: &str| StoreError::Corrupt {
+                    table,
+                    key: format!("{user_id}/{}", entry.name),
+                    reason: format!("imported media entry {reason}"),
+                };
+                if media.get((user_id, entry.name.as_str()))?.is_some() {
+                    return Err(clash("media", "names a file already in the index"));
+                }
+                if by_usn.get((user_id, entry.usn))?.is_some() {
+                    return Err(clash("media_usn", "has a usn another file has"));
+                }
+                let content = entry.content.as_ref();
+                let record = take_in(content, entry.usn, &mut refs, &mut blobs, bytes, &mut sums)?;
+                media.insert((user_id, entry.name.as_str()), encode(&record)?.as_slice())?;
+                by_usn.insert((user_id, entry.usn), entry.name.as_str())?;
+            }
+            totals.insert(user_id, sums)?;
+            if let Some(last_usn) = last_usn {
+                collection.media_usn = last_usn;
+                collections.insert(user_id, encode(&collection)?.as_slice())?;
+            }
+        }
+        tx.commit()?;
+        Ok(true)
     }
 
     /// A consistent view of the media of every user, for building a download while uploads
@@ -265,6 +346,36 @@ impl Store {
             bytes,
         })
     }
+}
+
+/// The index row of a file added (`content`) or deleted (`None`) with `usn`: an added file
+/// takes a reference to its blob (written first if nobody has it) and counts in `totals`
+/// (files, bytes).
+fn take_in(
+    content: Option<&MediaContent>,
+    usn: i32,
+    refs: &mut Table<[u8; 32], u64>,
+    blobs: &mut Table<([u8; 32], u32), &[u8]>,
+    bytes: &mut dyn MediaBytes,
+    totals: &mut (u64, u64),
+) -> Result<MediaRecord, StoreError> {
+    let Some(content) = content else {
+        return Ok(MediaRecord {
+            sha1: None,
+            usn,
+            blob: None,
+            size: 0,
+        });
+    };
+    retain_blob(refs, blobs, content, bytes)?;
+    totals.0 += 1;
+    totals.1 += content.size;
+    Ok(MediaRecord {
+        sha1: Some(content.sha1),
+        usn,
+        blob: Some(content.blake3),
+        size: content.size,
+    })
 }
 
 /// Add a reference to the blob of `content`, writing its chunks first if nobody has it yet.
@@ -395,6 +506,21 @@ impl MediaSnapshot {
             .transpose()
     }
 
+    /// Every media row of a user (present files and tombstones), in name order.
+    pub fn entries(
+        &self,
+        user_id: u64,
+    ) -> Result<impl Iterator<Item = Result<(String, MediaRecord), StoreError>> + '_, StoreError>
+    {
+        let range = self.media.range((user_id, "")..(user_id + 1, ""))?;
+        Ok(range.map(|entry| {
+            let (key, value) = entry?;
+            let name = key.value().1.to_string();
+            let record = decode(value.value(), "media", &name)?;
+            Ok((name, record))
+        }))
+    }
+
     /// The bytes of a blob, chunk by chunk.
     pub fn blob_reader(&self, blob: &[u8; 32]) -> Result<BlobReader, StoreError> {
         Ok(BlobReader {
@@ -501,10 +627,12 @@ mod tests {
                 }),
             })
             .collect();
-        let outcome = store
-            .apply_media_updates(user, &updates, &mut files)
+        let MediaApplied::Done(outcome) = store
+            .apply_media_updates(user, &updates, &mut files, None)
             .unwrap()
-            .unwrap();
+        else {
+            panic!("upload not applied")
+        };
         (outcome, files.reads)
     }
 
@@ -651,8 +779,10 @@ mod tests {
             content: Some(content(b"x", 0)),
         };
         assert_eq!(
-            store.apply_media_updates(1, &[update], &mut files).unwrap(),
-            None
+            store
+                .apply_media_updates(1, &[update], &mut files, None)
+                .unwrap(),
+            MediaApplied::UnknownUser
         );
         assert_eq!(store.blob_stats().unwrap().blobs, 0);
         assert_eq!(store.media_status(1).unwrap(), None);

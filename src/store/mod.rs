@@ -36,13 +36,13 @@ use disk::{DiskWatch, WatchedFile};
 pub use error::StoreError;
 pub use generations::{NewGeneration, RestoreOutcome, RowBatch};
 pub use media::{
-    BlobReader, BlobStats, MediaBytes, MediaChange, MediaContent, MediaSnapshot, MediaStatus,
-    MediaUpdate, UploadOutcome,
+    BlobReader, BlobStats, ImportedMedia, MediaApplied, MediaBytes, MediaChange, MediaContent,
+    MediaSnapshot, MediaStatus, MediaUpdate, UploadOutcome,
 };
 pub use repair::RepairReport;
 pub use snapshot::Snapshot;
 pub use staging::Spill;
-pub use sync::{ChangedIds, SyncCommit};
+pub use sync::{ChangedIds, CommitOutcome, SyncCommit};
 pub use tables::{
     CardRow, CollectionRecord, Counts, HostKeyRecord, MediaRecord, NoteRow, ObjectKind,
     ObjectRecord, RevlogRow, RowKind, SortField, SpilledRow, UserRecord, UserSource,
@@ -349,6 +349,23 @@ impl Store {
     }
 }
 
+/// A note whose text is `text` (guid, fields and sort field), for tests of row storage.
+#[cfg(test)]
+pub(crate) fn test_note(text: &str) -> NoteRow {
+    NoteRow {
+        guid: text.into(),
+        mid: 1,
+        modified: 1,
+        usn: 0,
+        tags: String::new(),
+        fields: text.into(),
+        sort_field: SortField::Text(text.into()),
+        checksum: 0,
+        flags: 0,
+        data: String::new(),
+    }
+}
+
 #[cfg(test)]
 pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -429,7 +446,7 @@ mod disk_fault_tests {
             spilled: Some(spill),
             ..Default::default()
         };
-        let err = store.commit_sync(1, 0, 0, &commit, 1).unwrap_err();
+        let err = store.commit_sync(1, 0, 0, &commit, None, 1).unwrap_err();
         assert!(matches!(err, StoreError::Interrupted), "{err:?}");
         assert_eq!(store.collection(1).unwrap().unwrap().usn, 0);
     }

@@ -11,6 +11,7 @@ use super::tables::{
     SpilledRow, CARDS, CHANGES, COLLECTIONS, GRAVES, NOTES, OBJECTS, REVLOG, STAGED,
 };
 use super::{decode, decode_row, encode, encode_row, Snapshot, Store, StoreError};
+use crate::quota::Exceeded;
 
 /// Ids of rows changed at or after some usn, by kind.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -113,18 +114,32 @@ impl Snapshot {
     }
 }
 
+/// What `commit_sync` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// The sync is stored; the collection record as it is now.
+    Committed(CollectionRecord),
+    /// Nothing was stored: the collection is no longer the one the sync started from
+    /// (another device replaced it or finished a sync meanwhile).
+    Conflict,
+    /// Nothing was stored: the sync would take the collection over its quota.
+    OverQuota(Exceeded),
+}
+
 impl Store {
-    /// Apply a normal sync's changes and step the usn, durably, in one transaction. Returns
-    /// `None` (and changes nothing) if the collection is no longer the one the sync started
-    /// from: another device replaced it or finished a sync meanwhile.
+    /// Apply a normal sync's changes and step the usn, durably, in one transaction. Nothing
+    /// is stored if the collection is no longer the one the sync started from, or if the
+    /// result would break the collection quota `limit` (bytes, see
+    /// [`CollectionRecord::data_bytes`]).
     pub fn commit_sync(
         &self,
         user_id: u64,
         generation: u64,
         server_usn: i32,
         commit: &SyncCommit,
+        limit: Option<u64>,
         now_ms: i64,
-    ) -> Result<Option<CollectionRecord>, StoreError> {
+    ) -> Result<CommitOutcome, StoreError> {
         let tx = self.write()?;
         if commit
             .spilled
@@ -132,46 +147,73 @@ impl Store {
         {
             return Err(StoreError::Interrupted);
         }
-        let record = {
+        let outcome = {
             let mut collections = tx.open_table(COLLECTIONS)?;
             let current = super::collections::read_record(&collections, user_id)?;
             match current {
                 Some(mut record) if record.generation == generation && record.usn == server_usn => {
-                    apply(&tx, generation, server_usn, commit)?;
-                    record.usn = server_usn + 1;
-                    record.modified_ms = now_ms;
-                    record.last_sync_ms = now_ms;
-                    record.counts = commit.counts;
-                    if let Some(created) = commit.created_secs {
-                        record.created_secs = created;
+                    let before = match record.data_bytes {
+                        None if limit.is_some() => Some(count_data_bytes(&tx, generation)?),
+                        known => known,
+                    };
+                    let delta = apply(&tx, generation, server_usn, commit)?;
+                    let after = before.map(|bytes| bytes.saturating_add_signed(delta));
+                    match (before, after) {
+                        (Some(before), Some(after))
+                            if crate::quota::breaks(limit, before, after) =>
+                        {
+                            CommitOutcome::OverQuota(Exceeded {
+                                limit: limit.unwrap_or(0),
+                                current: before,
+                                after: Some(after),
+                            })
+                        }
+                        _ => {
+                            record.usn = server_usn + 1;
+                            record.modified_ms = now_ms;
+                            record.last_sync_ms = now_ms;
+                            record.counts = commit.counts;
+                            record.data_bytes = after;
+                            if let Some(created) = commit.created_secs {
+                                record.created_secs = created;
+                            }
+                            collections.insert(user_id, encode(&record)?.as_slice())?;
+                            CommitOutcome::Committed(record)
+                        }
                     }
-                    collections.insert(user_id, encode(&record)?.as_slice())?;
-                    Some(record)
                 }
-                _ => None,
+                _ => CommitOutcome::Conflict,
             }
         };
-        if record.is_some() {
+        if matches!(outcome, CommitOutcome::Committed(_)) {
             tx.commit()?;
         } else {
             tx.abort()?;
         }
-        Ok(record)
+        Ok(outcome)
     }
 }
 
+/// Apply the commit; returns how many bytes the stored rows and objects grew (or shrank).
 fn apply(
     tx: &WriteTransaction,
     generation: u64,
     usn: i32,
     commit: &SyncCommit,
-) -> Result<(), StoreError> {
+) -> Result<i64, StoreError> {
+    let mut delta = 0;
     if let Some(spill) = commit.spilled {
         let spilled = take_spilled(tx, spill.user_id)?;
-        apply_rows(tx, generation, usn, &spilled)?;
+        delta += apply_rows(tx, generation, usn, &spilled)?;
     }
-    apply_rows(tx, generation, usn, commit)?;
-    apply_objects(tx, generation, usn, commit)
+    delta += apply_rows(tx, generation, usn, commit)?;
+    delta += apply_objects(tx, generation, usn, commit)?;
+    Ok(delta)
+}
+
+/// Bytes a value takes: the collection quota's unit.
+fn size(value: &[u8]) -> i64 {
+    i64::try_from(value.len()).unwrap_or(i64::MAX)
 }
 
 /// The staged rows of a user that outgrew memory, as a commit of rows only; removed from the
@@ -197,7 +239,8 @@ fn apply_rows(
     generation: u64,
     usn: i32,
     commit: &SyncCommit,
-) -> Result<(), StoreError> {
+) -> Result<i64, StoreError> {
+    let mut delta = 0;
     let mut changes = tx.open_table(CHANGES)?;
     let mut reindex =
         |kind: RowKind, id: i64, old_usn: Option<i32>, exists: bool| -> Result<(), StoreError> {
@@ -213,34 +256,50 @@ fn apply_rows(
         let mut notes = tx.open_table(NOTES)?;
         for (id, row) in &commit.notes {
             let old = match row {
-                Some(row) => notes.insert((generation, *id), encode_row(row)?.as_slice())?,
+                Some(row) => {
+                    let value = encode_row(row)?;
+                    delta += size(&value);
+                    notes.insert((generation, *id), value.as_slice())?
+                }
                 None => notes.remove((generation, *id))?,
             };
             let old_usn = old
-                .map(|v| decode_row::<NoteRow>(v.value(), "notes", *id).map(|n| n.usn))
+                .map(|v| {
+                    delta -= size(v.value());
+                    decode_row::<NoteRow>(v.value(), "notes", *id).map(|n| n.usn)
+                })
                 .transpose()?;
             reindex(RowKind::Note, *id, old_usn, row.is_some())?;
         }
         let mut cards = tx.open_table(CARDS)?;
         for (id, row) in &commit.cards {
             let old = match row {
-                Some(row) => cards.insert((generation, *id), encode_row(row)?.as_slice())?,
+                Some(row) => {
+                    let value = encode_row(row)?;
+                    delta += size(&value);
+                    cards.insert((generation, *id), value.as_slice())?
+                }
                 None => cards.remove((generation, *id))?,
             };
             let old_usn = old
-                .map(|v| decode_row::<CardRow>(v.value(), "cards", *id).map(|c| c.usn))
+                .map(|v| {
+                    delta -= size(v.value());
+                    decode_row::<CardRow>(v.value(), "cards", *id).map(|c| c.usn)
+                })
                 .transpose()?;
             reindex(RowKind::Card, *id, old_usn, row.is_some())?;
         }
         let mut revlog = tx.open_table(REVLOG)?;
         for (id, row) in &commit.revlog {
             if revlog.get((generation, *id))?.is_none() {
-                revlog.insert((generation, *id), encode_row(row)?.as_slice())?;
+                let value = encode_row(row)?;
+                delta += size(&value);
+                revlog.insert((generation, *id), value.as_slice())?;
                 reindex(RowKind::Revlog, *id, None, true)?;
             }
         }
     }
-    Ok(())
+    Ok(delta)
 }
 
 fn apply_objects(
@@ -248,19 +307,20 @@ fn apply_objects(
     generation: u64,
     usn: i32,
     commit: &SyncCommit,
-) -> Result<(), StoreError> {
+) -> Result<i64, StoreError> {
+    let mut delta = 0;
     let mut objects = tx.open_table(OBJECTS)?;
     for (kind, key, object) in &commit.objects {
-        match object {
+        let old = match object {
             Some(object) => {
-                objects.insert(
-                    (generation, *kind as u8, key.as_str()),
-                    encode(object)?.as_slice(),
-                )?;
+                let value = encode(object)?;
+                delta += size(&value);
+                objects.insert((generation, *kind as u8, key.as_str()), value.as_slice())?
             }
-            None => {
-                objects.remove((generation, *kind as u8, key.as_str()))?;
-            }
+            None => objects.remove((generation, *kind as u8, key.as_str()))?,
+        };
+        if let Some(old) = old {
+            delta -= size(old.value());
         }
     }
     if let Some(config) = &commit.config {
@@ -270,15 +330,150 @@ fn apply_objects(
             .map(|e| e.map(|(k, _)| k.value().2.to_string()))
             .collect::<Result<_, _>>()?;
         for key in &old {
-            objects.remove((generation, kind, key.as_str()))?;
+            if let Some(old) = objects.remove((generation, kind, key.as_str()))? {
+                delta -= size(old.value());
+            }
         }
         for (key, object) in config {
-            objects.insert((generation, kind, key.as_str()), encode(object)?.as_slice())?;
+            let value = encode(object)?;
+            delta += size(&value);
+            objects.insert((generation, kind, key.as_str()), value.as_slice())?;
         }
     }
     let mut graves = tx.open_table(GRAVES)?;
     for (kind, id) in &commit.graves {
         graves.insert((generation, usn, *kind, *id), ())?;
     }
-    Ok(())
+    Ok(delta)
+}
+
+/// Bytes of a generation's rows and objects, counted by reading them all: for a collection
+/// record stored before the count was kept.
+pub(super) fn count_data_bytes(tx: &WriteTransaction, generation: u64) -> Result<u64, StoreError> {
+    let mut bytes = 0u64;
+    for definition in [NOTES, CARDS, REVLOG] {
+        let table = tx.open_table(definition)?;
+        for entry in table.range((generation, i64::MIN)..=(generation, i64::MAX))? {
+            bytes += entry?.1.value().len() as u64;
+        }
+    }
+    let objects = tx.open_table(OBJECTS)?;
+    for entry in objects.range((generation, 0u8, "")..(generation + 1, 0u8, ""))? {
+        bytes += entry?.1.value().len() as u64;
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{temp_store, RowBatch};
+    use super::*;
+
+    use super::super::test_note as note;
+
+    fn object(json: &str) -> ObjectRecord {
+        ObjectRecord {
+            usn: 0,
+            json: json.into(),
+        }
+    }
+
+    /// A user with an uploaded collection of two notes and a config entry.
+    fn uploaded() -> (tempfile::TempDir, Store, u64) {
+        let (dir, store) = temp_store();
+        store.set_user("a", "h", 0).unwrap();
+        let generation = store.begin_generation(1, 0, 0).unwrap();
+        let batch = RowBatch {
+            notes: vec![(1, note("one")), (2, note("two"))],
+            objects: vec![(ObjectKind::Config as u8, "k".into(), object("1"))],
+            ..Default::default()
+        };
+        let bytes = store.write_batch(generation.id, &batch).unwrap();
+        let mut record = CollectionRecord::empty(0);
+        record.data_bytes = Some(bytes);
+        assert!(store.activate_generation(1, generation, record, 1).unwrap());
+        (dir, store, generation.id)
+    }
+
+    fn recount(store: &Store, generation: u64) -> u64 {
+        let tx = store.write().unwrap();
+        count_data_bytes(&tx, generation).unwrap()
+    }
+
+    fn growing_sync() -> SyncCommit {
+        SyncCommit {
+            notes: vec![(1, Some(note(&"longer ".repeat(50)))), (2, None)],
+            revlog: vec![(
+                5,
+                RevlogRow {
+                    cid: 1,
+                    usn: 0,
+                    ease: 3,
+                    ivl: 1,
+                    last_ivl: 0,
+                    factor: 2500,
+                    time: 100,
+                    rtype: 0,
+                },
+            )],
+            objects: vec![(ObjectKind::Tag, "t".into(), Some(object("")))],
+            config: Some(vec![("k".into(), object("\"a longer value\""))]),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_byte_count_follows_every_change_of_a_sync() {
+        let (_dir, store, generation) = uploaded();
+        assert_eq!(
+            store.collection_data_bytes(1).unwrap(),
+            recount(&store, generation)
+        );
+        let outcome = store
+            .commit_sync(1, generation, 0, &growing_sync(), None, 5)
+            .unwrap();
+        let CommitOutcome::Committed(record) = outcome else {
+            panic!("not committed: {outcome:?}")
+        };
+        assert_eq!(record.data_bytes, Some(recount(&store, generation)));
+    }
+
+    #[test]
+    fn a_sync_over_the_quota_stores_nothing() {
+        let (_dir, store, generation) = uploaded();
+        let before = store.collection(1).unwrap().unwrap();
+        let current = before.data_bytes.unwrap();
+        let outcome = store
+            .commit_sync(1, generation, 0, &growing_sync(), Some(current + 10), 5)
+            .unwrap();
+        let CommitOutcome::OverQuota(exceeded) = outcome else {
+            panic!("not refused: {outcome:?}")
+        };
+        assert_eq!(exceeded.current, current);
+        assert!(exceeded.after.unwrap() > current + 10);
+        assert_eq!(store.collection(1).unwrap().unwrap(), before);
+        assert_eq!(recount(&store, generation), current, "no row changed");
+        let snapshot = store.snapshot().unwrap();
+        assert_eq!(snapshot.note(generation, 2).unwrap(), Some(note("two")));
+    }
+
+    #[test]
+    fn an_uncounted_collection_is_counted_when_a_quota_needs_it() {
+        let (_dir, store, generation) = uploaded();
+        let mut record = store.collection(1).unwrap().unwrap();
+        let counted = record.data_bytes.take();
+        let tx = store.write().unwrap();
+        tx.open_table(COLLECTIONS)
+            .unwrap()
+            .insert(1, encode(&record).unwrap().as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+        let outcome = store
+            .commit_sync(1, generation, 0, &SyncCommit::default(), Some(u64::MAX), 5)
+            .unwrap();
+        let CommitOutcome::Committed(record) = outcome else {
+            panic!("not committed: {outcome:?}")
+        };
+        assert_eq!(record.data_bytes, counted);
+    }
 }

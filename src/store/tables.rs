@@ -164,6 +164,11 @@ pub struct CollectionRecord {
     /// written by the media transactions (store/media.rs) and carried over by every other
     /// writer of this record.
     pub media_usn: i32,
+    /// Bytes of the live generation's note, card and revlog rows and objects as stored: what
+    /// the collection quota measures. Kept by the transactions that change those rows; `None`
+    /// for a collection stored before it was counted (counted when a quota first needs it).
+    #[serde(default)]
+    pub data_bytes: Option<u64>,
 }
 
 /// One media file of a user: present (`blob` set) or a tombstone (`blob` and `sha1` empty,
@@ -205,6 +210,7 @@ impl CollectionRecord {
             last_sync_ms: 0,
             counts: Counts::default(),
             media_usn: 0,
+            data_bytes: Some(0),
         }
     }
 }

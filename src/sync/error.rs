@@ -20,6 +20,9 @@ pub(crate) enum SyncError {
     /// No sync in progress under this session key (another device started one).
     #[error("{0}")]
     Conflict(&'static str),
+    /// The sync would take the collection over the user's quota; nothing was stored.
+    #[error("{0}")]
+    OverQuota(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{0}")]

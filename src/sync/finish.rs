@@ -1,14 +1,16 @@
 //! `finish` writes the whole sync in one durable transaction and steps the usn; `abort`
 //! forgets it. The value `finish` returns is the collection's new modification time, which
-//! `meta` reports from then on.
+//! `meta` reports from then on. A sync that would take the collection over its quota is
+//! refused here, with nothing stored.
 
 use super::{SyncError, UserState};
-use crate::store::Store;
+use crate::store::{CommitOutcome, Store};
 
 pub(crate) fn finish(
     store: &Store,
     state: &mut UserState,
     key: &str,
+    quota: Option<u64>,
     now_ms: i64,
 ) -> Result<i64, SyncError> {
     state.with_session(key, |_| Ok(()))?;
@@ -18,8 +20,15 @@ pub(crate) fn finish(
     let (generation, server_usn) = (session.generation, session.server_usn);
     let counts = session.counts(&store.snapshot()?)?;
     let commit = session.into_commit(counts);
-    match store.commit_sync(state.user.id, generation, server_usn, &commit, now_ms)? {
-        Some(record) => {
+    match store.commit_sync(
+        state.user.id,
+        generation,
+        server_usn,
+        &commit,
+        quota,
+        now_ms,
+    )? {
+        CommitOutcome::Committed(record) => {
             tracing::debug!(
                 user = %state.user.name,
                 usn = record.usn,
@@ -31,9 +40,18 @@ pub(crate) fn finish(
             Ok(record.modified_ms)
         }
         // A full upload replaced the collection while this sync ran.
-        None => Err(SyncError::Conflict(
+        CommitOutcome::Conflict => Err(SyncError::Conflict(
             "the collection changed during the sync",
         )),
+        CommitOutcome::OverQuota(exceeded) => {
+            store.clear_staged(state.user.id)?;
+            let message = exceeded.collection_message();
+            tracing::warn!(user = %state.user.name, "sync refused: {message}");
+            // The client shows nothing of an error reply but its status; `meta` tells the
+            // user why at the next attempt.
+            state.refusal = Some(message.clone());
+            Err(SyncError::OverQuota(message))
+        }
     }
 }
 

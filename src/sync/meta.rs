@@ -5,6 +5,9 @@
 //! Clients of sync versions 8 and 9 predate scheduling features a collection may use; as on
 //! the official server, they are told so (`cont: false` with a message) instead of being let
 //! in to damage it.
+//!
+//! After a sync refused for its quota, the next `meta` stops the client with the reason,
+//! once: the client shows a `meta` message, never the body of a failed request.
 
 use super::{SyncError, UserState};
 use crate::protocol::{MetaRequest, MetaResponse, MAX_SYNC_VERSION, MIN_SYNC_VERSION};
@@ -20,7 +23,7 @@ const NO_V2_TIMEZONE: &str = "Your client does not support the new timezone hand
 
 pub(crate) fn meta(
     store: &Store,
-    state: &UserState,
+    state: &mut UserState,
     request: &MetaRequest,
     now_ms: i64,
 ) -> Result<MetaResponse, SyncError> {
@@ -33,7 +36,7 @@ pub(crate) fn meta(
     let collection = snapshot
         .collection(state.user.id)?
         .ok_or(SyncError::AuthFailed)?;
-    let refusal = if version < V2_TIMEZONE_SYNC_VERSION {
+    let too_old = if version < V2_TIMEZONE_SYNC_VERSION {
         let features = Scheduling::of(&snapshot, &collection)?;
         if features.v2_scheduler && version < V2_SCHEDULER_SYNC_VERSION {
             Some(NO_V2_SCHEDULER)
@@ -45,13 +48,19 @@ pub(crate) fn meta(
     } else {
         None
     };
+    // A client too old for the collection cannot sync at all; a quota refusal waits for a
+    // client that can.
+    let refusal = match too_old {
+        Some(message) => Some(message.to_string()),
+        None => state.refusal.take(),
+    };
     Ok(MetaResponse {
         modified_ms: collection.modified_ms,
         schema_ms: collection.schema_ms,
         usn: collection.usn,
         server_time_secs: now_ms / 1000,
-        msg: refusal.unwrap_or_default().to_string(),
         should_continue: refusal.is_none(),
+        msg: refusal.unwrap_or_default(),
         host_number: 0,
         empty: collection.counts.cards == 0,
         media_usn: collection.media_usn,
@@ -102,12 +111,12 @@ mod tests {
     fn a_new_user_looks_like_a_fresh_official_collection() {
         let (_dir, store) = temp_store();
         store.set_user("me", "h", 1_700_000_000_123).unwrap();
-        let state = UserState::new(&UserRef::new(1, "me"));
+        let mut state = UserState::new(&UserRef::new(1, "me"));
         let req = MetaRequest {
             sync_version: 11,
             client_version: String::new(),
         };
-        let m = meta(&store, &state, &req, 1_700_000_100_999).unwrap();
+        let m = meta(&store, &mut state, &req, 1_700_000_100_999).unwrap();
         assert_eq!(
             (m.modified_ms, m.schema_ms, m.usn, m.empty, m.media_usn),
             (0, 1_700_000_000_123, 0, true, 0)
@@ -143,14 +152,14 @@ mod tests {
     }
 
     /// (cont, msg) of `meta` for each sync version 8..=11.
-    fn answers(store: &Store, state: &UserState) -> Vec<(bool, String)> {
+    fn answers(store: &Store, state: &mut UserState) -> Vec<(bool, String)> {
         (8..=11)
             .map(|v| {
                 let req = MetaRequest {
                     sync_version: v,
                     client_version: String::new(),
                 };
-                let m = meta(store, state, &req, 0).unwrap();
+                let m = meta(store, &mut *state, &req, 0).unwrap();
                 (m.should_continue, m.msg)
             })
             .collect()
@@ -169,16 +178,16 @@ mod tests {
         // A fresh account is the official server's new collection: v2 scheduler, no offset.
         let (_dir, store) = temp_store();
         store.set_user("me", "h", 0).unwrap();
-        let state = UserState::new(&UserRef::new(1, "me"));
+        let mut state = UserState::new(&UserRef::new(1, "me"));
         assert_eq!(
-            answers(&store, &state),
+            answers(&store, &mut state),
             [refused(NO_V2_SCHEDULER), ok(), ok(), ok()]
         );
 
-        let (_dir, store, state) =
+        let (_dir, store, mut state) =
             user_with_config(&[("schedVer", "2"), ("creationOffset", "-60")]);
         assert_eq!(
-            answers(&store, &state),
+            answers(&store, &mut state),
             [
                 refused(NO_V2_SCHEDULER),
                 refused(NO_V2_TIMEZONE),
@@ -187,9 +196,9 @@ mod tests {
             ]
         );
 
-        let (_dir, store, state) = user_with_config(&[("creationOffset", "0")]);
+        let (_dir, store, mut state) = user_with_config(&[("creationOffset", "0")]);
         assert_eq!(
-            answers(&store, &state),
+            answers(&store, &mut state),
             [refused(NO_V2_TIMEZONE), refused(NO_V2_TIMEZONE), ok(), ok()]
         );
 
@@ -200,9 +209,9 @@ mod tests {
             &[("schedVer", "3"), ("creationOffset", "1e3")],
             &[],
         ] {
-            let (_dir, store, state) = user_with_config(config);
+            let (_dir, store, mut state) = user_with_config(config);
             assert_eq!(
-                answers(&store, &state),
+                answers(&store, &mut state),
                 [ok(), ok(), ok(), ok()],
                 "{config:?}"
             );
@@ -210,17 +219,33 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_sync_is_explained_at_the_next_meta_only() {
+        let (_dir, store) = temp_store();
+        store.set_user("me", "h", 0).unwrap();
+        let mut state = UserState::new(&UserRef::new(1, "me"));
+        state.refusal = Some("over quota".into());
+        let req = MetaRequest {
+            sync_version: 11,
+            client_version: String::new(),
+        };
+        let m = meta(&store, &mut state, &req, 0).unwrap();
+        assert_eq!((m.should_continue, m.msg.as_str()), (false, "over quota"));
+        let m = meta(&store, &mut state, &req, 0).unwrap();
+        assert_eq!((m.should_continue, m.msg.as_str()), (true, ""));
+    }
+
+    #[test]
     fn versions_outside_8_to_11_are_too_old() {
         let (_dir, store) = temp_store();
         store.set_user("me", "h", 0).unwrap();
-        let state = UserState::new(&UserRef::new(1, "me"));
+        let mut state = UserState::new(&UserRef::new(1, "me"));
         for v in [0, 7, 12] {
             let req = MetaRequest {
                 sync_version: v,
                 client_version: String::new(),
             };
             assert!(matches!(
-                meta(&store, &state, &req, 0),
+                meta(&store, &mut state, &req, 0),
                 Err(SyncError::ClientTooOld(_))
             ));
         }

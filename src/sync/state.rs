@@ -12,6 +12,9 @@ pub(crate) struct UserState {
     pub user: UserRef,
     /// The normal sync in progress, if any: at most one per user, the newest `start` wins.
     pub session: Option<SyncSession>,
+    /// Why the user's last sync was refused (a quota), for the next `meta` to show: clients
+    /// display no text from a failed request.
+    pub refusal: Option<String>,
 }
 
 impl UserState {
@@ -19,6 +22,7 @@ impl UserState {
         UserState {
             user: user.clone(),
             session: None,
+            refusal: None,
         }
     }
 

@@ -11,17 +11,23 @@
 //! For schema 18 its output is meant to be exactly what the official client's
 //! downgrade to schema 11 would write, because that is what clients expect to
 //! receive back.
+//!
+//! `to_schema18` goes the other way (legacy JSON → schema-18 rows) for `export`,
+//! so that what it writes reads back here as the same JSON.
 
 mod proto;
 mod schema11;
 mod schema18;
 #[cfg(test)]
 mod tests;
+mod to_schema18;
 
 use std::cmp::Ordering;
 
 use serde_json::{Map, Value};
 use unicase::UniCase;
+
+pub(crate) use to_schema18::{deck_config_row, deck_row, notetype_rows};
 
 /// A legacy JSON object (`col.models[id]`, `col.decks[id]`, …).
 pub(crate) type JsonObject = Map<String, Value>;

@@ -36,7 +36,7 @@ pub(super) fn read(conn: &rusqlite::Connection) -> Result<LegacyObjects, Objects
 
 /// Keys the notetype serializer writes itself; a copy left in `other` (from
 /// an older upgrade) must not shadow the typed value.
-const RESERVED_NOTETYPE_KEYS: &[&str] = &[
+pub(super) const RESERVED_NOTETYPE_KEYS: &[&str] = &[
     "id",
     "name",
     "type",
@@ -55,7 +55,7 @@ const RESERVED_NOTETYPE_KEYS: &[&str] = &[
     "originalId",
 ];
 
-const RESERVED_FIELD_KEYS: &[&str] = &[
+pub(super) const RESERVED_FIELD_KEYS: &[&str] = &[
     "name",
     "ord",
     "sticky",
@@ -71,7 +71,7 @@ const RESERVED_FIELD_KEYS: &[&str] = &[
     "preventDeletion",
 ];
 
-const RESERVED_TEMPLATE_KEYS: &[&str] = &[
+pub(super) const RESERVED_TEMPLATE_KEYS: &[&str] = &[
     "name", "ord", "did", "afmt", "bafmt", "qfmt", "bqfmt", "bfont", "bsize", "id",
 ];
 
@@ -412,7 +412,7 @@ fn filtered_deck_json(o: &mut JsonObject, f: FilteredDeck) {
 
 // ------------------------------------------------------------- deck configs
 
-const RESERVED_DECKCONF_KEYS: &[&str] = &[
+pub(super) const RESERVED_DECKCONF_KEYS: &[&str] = &[
     "id",
     "newSortOrder",
     "replayq",
@@ -445,13 +445,13 @@ const RESERVED_DECKCONF_KEYS: &[&str] = &[
     "easyDaysPercentages",
 ];
 
-const RESERVED_DECKCONF_NEW_KEYS: &[&str] =
+pub(super) const RESERVED_DECKCONF_NEW_KEYS: &[&str] =
     &["order", "delays", "bury", "perDay", "initialFactor", "ints"];
 
-const RESERVED_DECKCONF_REV_KEYS: &[&str] =
+pub(super) const RESERVED_DECKCONF_REV_KEYS: &[&str] =
     &["maxIvl", "hardFactor", "ease4", "ivlFct", "perDay", "bury"];
 
-const RESERVED_DECKCONF_LAPSE_KEYS: &[&str] =
+pub(super) const RESERVED_DECKCONF_LAPSE_KEYS: &[&str] =
     &["leechFails", "mult", "leechAction", "delays", "minInt"];
 
 fn read_deck_configs(conn: &rusqlite::Connection) -> Result<Vec<(i64, JsonObject)>, ObjectsError> {
@@ -480,7 +480,7 @@ fn read_deck_configs(conn: &rusqlite::Connection) -> Result<Vec<(i64, JsonObject
 
 /// The official reader replaces out-of-range options with their defaults
 /// before producing legacy JSON, so clients never receive such values.
-fn clamp_deck_config(c: &mut DeckConfigConfig) {
+pub(super) fn clamp_deck_config(c: &mut DeckConfigConfig) {
     fn clamp_u32(val: &mut u32, default: u32, min: u32, max: u32) {
         if *val < min || *val > max {
             *val = default;
