@@ -1,6 +1,7 @@
-//! The running server: opens the database, applies `SYNC_USERn`, starts the actors, binds
-//! the listener, serves until SIGINT/SIGTERM, and shuts down in order (HTTP first, then the
-//! actors, then the database), so every request in progress ends before the file closes.
+//! The running server: opens the database, applies `SYNC_USERn`, reads the TLS files,
+//! starts the actors, binds the listener, serves until SIGINT/SIGTERM (re-reading files on
+//! SIGHUP), and shuts down in order (HTTP first, then the actors, then the database), so
+//! every request in progress ends before the file closes.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,11 +14,14 @@ use tokio::sync::Notify;
 use crate::auth::{
     apply_env_users, env_users, EnvUserError, EnvUserOutcome, LoginLimiter, StoreDirectory,
 };
+use crate::compat::Compat;
 use crate::config::Config;
 use crate::fullsync::Scratch;
 use crate::media::MediaState;
+use crate::metrics::Metrics;
 use crate::store::{Store, StoreError, UserUpsert};
-use crate::sync::UserState;
+use crate::sync::{LiveSessions, UserState};
+use crate::tls::{Certificates, TlsError};
 
 /// Shared by every request.
 pub(crate) struct App {
@@ -35,6 +39,15 @@ pub(crate) struct App {
     pub media: SupervisorHandle<StoreDirectory, MediaState>,
     pub limiter: LoginLimiter,
     pub limits: crate::http::Limits,
+    /// The normalized `path_prefix` (`/anki`, or empty).
+    pub path_prefix: String,
+    /// The certificate of built-in HTTPS, when `[tls]` is set.
+    pub tls: Option<Arc<Certificates>>,
+    pub metrics: Arc<Metrics>,
+    /// Whether `/metrics` is served (recording goes on regardless).
+    pub metrics_page: bool,
+    pub sessions: LiveSessions,
+    pub compat: Compat,
     started: Instant,
     local_addr: SocketAddr,
 }
@@ -47,6 +60,14 @@ impl App {
     /// `host:port` as a client on this machine would reach it.
     pub(crate) fn listen_address(&self) -> String {
         self.local_addr.to_string()
+    }
+
+    pub(crate) fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 }
 
@@ -66,6 +87,8 @@ pub enum ServeError {
     Scratch(#[source] std::io::Error),
     #[error("cannot start the actors: {0}")]
     Actors(String),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("{0}")]
     Runtime(String),
 }
@@ -101,14 +124,27 @@ pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), 
         .map_err(|e| ServeError::Runtime(e.to_string()))??
     };
     let store = Arc::new(store);
+    let metrics = Arc::new(Metrics::new(config.metrics_per_user));
+    {
+        let metrics = metrics.clone();
+        store.observe_commits(move |took| metrics.commit(took));
+    }
+    let tls = match config.tls.enabled() {
+        true => Some(Certificates::load(&config.tls)?),
+        false => None,
+    };
     let user_count = store.list_users()?.len();
     let scratch = Arc::new(Scratch::open(&config.database).map_err(ServeError::Scratch)?);
     let janitor = Arc::new(Notify::new());
     tokio::spawn(run_janitor(store.clone(), janitor.clone()));
 
+    let sessions = LiveSessions::default();
     let users = SupervisorHandle::start(
         Arc::new(StoreDirectory::new(store.clone())),
-        UserState::new,
+        {
+            let sessions = sessions.clone();
+            move |user| UserState::new(user, &sessions)
+        },
         SupervisorConfig {
             idle_timeout: Duration::from_secs(config.user_idle_secs),
             name: "collection".to_string(),
@@ -133,11 +169,10 @@ pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), 
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
     let local_addr = listener.local_addr().unwrap_or(addr);
-    tracing::info!(
-        "ankisyncd {} listening on http://{local_addr}/ (database {}, {user_count} users)",
-        env!("CARGO_PKG_VERSION"),
-        store.path().display()
-    );
+    let acceptor = match &tls {
+        Some(certificates) => Some(certificates.server_config()?),
+        None => None,
+    };
     if user_count == 0 {
         tracing::warn!(
             "no users yet: add one with `ankisyncd user add NAME` or SYNC_USER1=name:password"
@@ -145,6 +180,12 @@ pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), 
     }
 
     let app = Arc::new(App {
+        path_prefix: config.path_prefix.clone(),
+        tls,
+        metrics,
+        metrics_page: config.metrics,
+        sessions,
+        compat: Compat::default(),
         limiter: LoginLimiter::new(
             config.login_failures,
             Duration::from_secs(config.login_window_secs),
@@ -160,7 +201,15 @@ pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), 
         started: Instant::now(),
         local_addr,
     });
-    crate::http::serve(app, listener, shutdown_signal()).await;
+    tracing::info!(
+        "ankisyncd {} listening on {}://{local_addr}{}/ (database {}, {user_count} users)",
+        env!("CARGO_PKG_VERSION"),
+        app.scheme(),
+        app.path_prefix,
+        app.store.path().display()
+    );
+    tokio::spawn(on_sighup(app.clone()));
+    crate::http::serve(app, listener, acceptor, shutdown_signal()).await;
     users.shutdown().await;
     media.shutdown().await;
     tracing::info!("stopped");
@@ -217,6 +266,38 @@ async fn run_janitor(store: Arc<Store>, wake: Arc<Notify>) {
             () = tokio::time::sleep(Duration::from_secs(60)) => {}
         }
     }
+}
+
+/// Everything SIGHUP reads again. Syncs in progress are not disturbed by any of it.
+fn reload(app: &App) {
+    if let Some(certificates) = &app.tls {
+        match certificates.reload() {
+            Ok(()) => tracing::info!("TLS certificate reloaded; new connections get it"),
+            Err(e) => tracing::error!("TLS certificate NOT reloaded, the old one stays: {e}"),
+        }
+    }
+}
+
+/// Calls `reload` on each SIGHUP. Listening also keeps SIGHUP from ending the process, as
+/// its default action would.
+async fn on_sighup(app: Arc<App>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangup) => {
+                while hangup.recv().await.is_some() {
+                    tracing::info!("SIGHUP received");
+                    reload(&app);
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGHUP ({e}); files are read at start only")
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = app;
 }
 
 /// Resolves on the first SIGINT or SIGTERM.

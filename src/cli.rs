@@ -1,7 +1,7 @@
-//! The command line: `ankisyncd [serve]` and `ankisyncd user add|list|passwd|remove`. Flags
-//! here are the top layer of the configuration (see `config`). User commands work on the
-//! database file directly; while a server holds the file they fail with a message that says
-//! so.
+//! The command line: `ankisyncd [serve]`, `ankisyncd user add|list|passwd|remove` and
+//! `ankisyncd healthcheck`. Flags here are the top layer of the configuration (see
+//! `config`). User commands work on the database file directly; while a server holds the
+//! file they fail with a message that says so.
 
 use std::io::{IsTerminal, Read};
 use std::net::IpAddr;
@@ -49,6 +49,9 @@ enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
+    /// Ask the configured server for /health (over TLS when configured): exit status 0 when
+    /// it answers 200, 1 otherwise. For container health checks.
+    Healthcheck,
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,6 +93,8 @@ pub enum CliError {
     Usage(String),
     #[error("cannot start the runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    #[error("unhealthy: {0}")]
+    Unhealthy(#[from] crate::healthcheck::HealthError),
 }
 
 /// Parse the process's arguments and run the command.
@@ -117,6 +122,11 @@ pub fn run() -> Result<(), CliError> {
         Command::User(command) => {
             init_logging("warn");
             user_command(&config, command)
+        }
+        Command::Healthcheck => {
+            crate::healthcheck::check(&config)?;
+            println!("healthy");
+            Ok(())
         }
     }
 }

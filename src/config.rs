@@ -51,6 +51,34 @@ pub struct Config {
     /// Database page cache in MiB: more speeds up reads of big collections, less suits small
     /// boards. Memory beyond it is transient.
     pub cache_megs: u64,
+    /// URL path the server answers under when a reverse proxy forwards a sub-path (e.g.
+    /// `/anki`); empty for none. Normalized by `load`: a leading slash, no trailing one.
+    /// Requests without the prefix are still served, since a client given
+    /// `https://host/anki` (no trailing slash) drops the last path segment.
+    pub path_prefix: String,
+    /// Serve Prometheus metrics at `/metrics`.
+    pub metrics: bool,
+    /// Also one series per user (their last sync's age); user names then appear in the
+    /// metrics, so it is off unless asked for.
+    pub metrics_per_user: bool,
+    /// Built-in HTTPS; off while both paths are empty.
+    pub tls: TlsFiles,
+}
+
+/// The `[tls]` table: PEM files of the certificate chain (leaf first) and its private key.
+/// Both are read again on SIGHUP.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Whether TLS is on.
+    pub fn enabled(&self) -> bool {
+        !self.cert.as_os_str().is_empty()
+    }
 }
 
 impl Default for Config {
@@ -67,6 +95,10 @@ impl Default for Config {
             keep_generations: 1,
             stage_memory_rows: 20_000,
             cache_megs: 16,
+            path_prefix: String::new(),
+            metrics: true,
+            metrics_per_user: false,
+            tls: TlsFiles::default(),
         }
     }
 }
@@ -101,8 +133,39 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return Err(bad("log_level", &e.to_string()));
         }
+        let (cert, key) = (&self.tls.cert, &self.tls.key);
+        if cert.as_os_str().is_empty() != key.as_os_str().is_empty() {
+            let missing = if cert.as_os_str().is_empty() {
+                "tls.cert"
+            } else {
+                "tls.key"
+            };
+            return Err(bad(missing, "TLS needs both tls.cert and tls.key"));
+        }
         Ok(())
     }
+}
+
+/// `/anki/`, `anki`, `//anki` → `/anki`; `` and `/` → ``. Segments are plain URL path
+/// characters, so the prefix can be matched against a request path as it arrives.
+fn normalize_path_prefix(prefix: &str) -> Result<String, ConfigError> {
+    let segments: Vec<&str> = prefix.split('/').filter(|s| !s.is_empty()).collect();
+    let plain = |s: &str| {
+        s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~'))
+    };
+    if let Some(bad) = segments
+        .iter()
+        .find(|s| !plain(s) || **s == "." || **s == "..")
+    {
+        return Err(ConfigError::Invalid {
+            key: "path_prefix".to_string(),
+            reason: format!(
+                "`{bad}`: use letters, digits and - . _ ~ between slashes, e.g. \"/anki\""
+            ),
+        });
+    }
+    Ok(segments.iter().map(|s| format!("/{s}")).collect())
 }
 
 /// Values given on the command line; `None` means "not given", so lower sources stay.
@@ -151,12 +214,13 @@ impl Config {
             }
             None => {}
         }
-        let config = figment
+        let mut config = figment
             .merge(Serialized::defaults(official_fallbacks(env)))
             .merge(ankisyncd_env(env))
             .merge(Serialized::defaults(overrides))
             .extract::<Config>()
             .map_err(|e| ConfigError::Figment(describe(e)))?;
+        config.path_prefix = normalize_path_prefix(&config.path_prefix)?;
         config.validate()?;
         Ok(config)
     }
@@ -186,8 +250,10 @@ fn official_fallbacks(env: &BTreeMap<String, String>) -> Dict {
 }
 
 /// `ANKISYNCD_*` variables, read from the given map rather than the process environment.
+/// `ANKISYNCD_TLS_CERT` sets `cert` in the `[tls]` table.
 fn ankisyncd_env(env: &BTreeMap<String, String>) -> Serialized<Dict> {
     let mut dict = Dict::new();
+    let mut tls = Dict::new();
     for (name, value) in env {
         let Some(key) = name.strip_prefix("ANKISYNCD_") else {
             continue;
@@ -197,7 +263,14 @@ fn ankisyncd_env(env: &BTreeMap<String, String>) -> Serialized<Dict> {
         if key.is_empty() {
             continue;
         }
-        dict.insert(key.to_ascii_lowercase(), env_value(value));
+        let key = key.to_ascii_lowercase();
+        match key.strip_prefix("tls_") {
+            Some(field) => tls.insert(field.to_string(), env_value(value)),
+            None => dict.insert(key, env_value(value)),
+        };
+    }
+    if !tls.is_empty() {
+        dict.insert("tls".to_string(), Value::from(tls));
     }
     Serialized::defaults(dict)
 }
@@ -375,6 +448,87 @@ mod tests {
         let file = dir.path().join("c.toml");
         std::fs::write(&file, "port = [").unwrap();
         assert!(load(Some(&file), &[], &Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn tls_comes_from_its_table_or_the_environment_and_needs_both_files() {
+        assert!(!Config::default().tls.enabled());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n").unwrap();
+        let c = load(Some(&file), &[], &Overrides::default()).unwrap();
+        assert!(c.tls.enabled());
+        assert_eq!(c.tls.cert, PathBuf::from("/c.pem"));
+        let c = load(
+            Some(&file),
+            &[("ANKISYNCD_TLS_CERT", "/other.pem")],
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.tls.cert, c.tls.key),
+            (PathBuf::from("/other.pem"), PathBuf::from("/k.pem"))
+        );
+        let err = load(
+            None,
+            &[("ANKISYNCD_TLS_CERT", "/c.pem")],
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("tls.key"), "{err}");
+        let err = load(
+            None,
+            &[("ANKISYNCD_TLS_CRT", "/c.pem")],
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("crt"), "{err}");
+    }
+
+    #[test]
+    fn path_prefix_is_normalized_or_refused() {
+        for (given, normal) in [
+            ("", ""),
+            ("/", ""),
+            ("/anki", "/anki"),
+            ("anki/", "/anki"),
+            ("//a//b.c/", "/a/b.c"),
+        ] {
+            let c = load(
+                None,
+                &[("ANKISYNCD_PATH_PREFIX", given)],
+                &Overrides::default(),
+            )
+            .unwrap();
+            assert_eq!(c.path_prefix, normal, "{given}");
+        }
+        for bad in ["/a b", "/a?x", "/../x", "/%2e"] {
+            let err = load(
+                None,
+                &[("ANKISYNCD_PATH_PREFIX", bad)],
+                &Overrides::default(),
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains("path_prefix"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn metrics_switches() {
+        let c = load(
+            None,
+            &[("ANKISYNCD_METRICS", "false")],
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(!c.metrics && !c.metrics_per_user);
+        let c = load(
+            None,
+            &[("ANKISYNCD_METRICS_PER_USER", "true")],
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(c.metrics && c.metrics_per_user);
     }
 
     #[test]

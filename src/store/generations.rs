@@ -75,7 +75,7 @@ impl Store {
                 .insert((user_id, generation), encode(&record)?.as_slice())?;
             generation
         };
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(generation)
     }
 
@@ -114,7 +114,7 @@ impl Store {
                 changes.insert((generation, *usn, *kind, *id), ())?;
             }
         }
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(())
     }
 
@@ -155,7 +155,7 @@ impl Store {
                 }
             }
         };
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(activated)
     }
 
@@ -207,7 +207,7 @@ impl Store {
                 }
             }
         };
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(outcome)
     }
 
@@ -232,7 +232,7 @@ impl Store {
             }
             building.len()
         };
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(count)
     }
 
@@ -240,7 +240,7 @@ impl Store {
     pub fn abandon_generation(&self, user_id: u64, generation: u64) -> Result<(), StoreError> {
         let tx = self.write()?;
         set_state(&tx, user_id, generation, GenerationState::Doomed, None)?;
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(())
     }
 
@@ -307,7 +307,7 @@ impl Store {
                 false
             }
         };
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(done)
     }
 }

@@ -234,7 +234,7 @@ impl Store {
                 changed,
             }
         };
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(Some(outcome))
     }
 

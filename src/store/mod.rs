@@ -16,6 +16,8 @@ mod tables;
 mod users;
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable};
 
@@ -42,9 +44,13 @@ use tables::{
 /// Page cache for command-line use and tests; the server takes `cache_megs`.
 const DEFAULT_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
+/// Told how long each commit took (the server's metrics).
+type CommitObserver = Box<dyn Fn(Duration) + Send + Sync>;
+
 pub struct Store {
     db: Database,
     path: PathBuf,
+    commit_observer: OnceLock<CommitObserver>,
 }
 
 impl std::fmt::Debug for Store {
@@ -77,6 +83,7 @@ impl Store {
         let store = Store {
             db,
             path: path.to_path_buf(),
+            commit_observer: OnceLock::new(),
         };
         store.initialize()?;
         Ok(store)
@@ -123,7 +130,23 @@ impl Store {
             tx.open_table(BLOBS)?;
             tx.open_table(BLOB_REFS)?;
         }
+        self.commit(tx)?;
+        Ok(())
+    }
+
+    /// From now on, `observer` is told the duration of every commit. Set once; later calls
+    /// change nothing.
+    pub(crate) fn observe_commits(&self, observer: impl Fn(Duration) + Send + Sync + 'static) {
+        let _ = self.commit_observer.set(Box::new(observer));
+    }
+
+    /// Every write transaction ends here, so its latency is measured in one place.
+    fn commit(&self, tx: redb::WriteTransaction) -> Result<(), StoreError> {
+        let started = Instant::now();
         tx.commit()?;
+        if let Some(observe) = self.commit_observer.get() {
+            observe(started.elapsed());
+        }
         Ok(())
     }
 

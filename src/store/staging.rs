@@ -18,7 +18,7 @@ impl Store {
                 table.insert((user_id, *kind, *id), encode(row)?.as_slice())?;
             }
         }
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(())
     }
 
@@ -31,7 +31,7 @@ impl Store {
             (user_id, 0u8, i64::MIN)..=(user_id, u8::MAX, i64::MAX),
             |_, _| false,
         )?;
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(())
     }
 
@@ -39,7 +39,7 @@ impl Store {
     pub fn clear_all_staged(&self) -> Result<(), StoreError> {
         let tx = self.write()?;
         tx.open_table(STAGED)?.retain(|_, _| false)?;
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(())
     }
 }

@@ -145,7 +145,7 @@ impl Store {
             }
         };
         if record.is_some() {
-            tx.commit()?;
+            self.commit(tx)?;
         } else {
             tx.abort()?;
         }

@@ -87,7 +87,7 @@ impl Store {
                 }
             }
         };
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(outcome)
     }
 
@@ -113,7 +113,7 @@ impl Store {
                 }
             }
         };
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(removed)
     }
 
@@ -166,7 +166,7 @@ impl Store {
                 true
             }
         };
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(stored)
     }
 

@@ -1,21 +1,33 @@
 //! `finish` writes the whole sync in one durable transaction and steps the usn; `abort`
-//! forgets it. The value `finish` returns is the collection's new modification time, which
+//! forgets it. The reply to `finish` is the collection's new modification time, which
 //! `meta` reports from then on.
+
+use std::time::Duration;
 
 use super::{SyncError, UserState};
 use crate::store::Store;
+
+/// What a finished sync tells the caller.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    /// The reply: the collection's new modification time.
+    pub modified_ms: i64,
+    /// From `start` to now.
+    pub took: Duration,
+}
 
 pub(crate) fn finish(
     store: &Store,
     state: &mut UserState,
     key: &str,
     now_ms: i64,
-) -> Result<i64, SyncError> {
+) -> Result<Finished, SyncError> {
     state.with_session(key, |_| Ok(()))?;
     let Some(session) = state.session.take() else {
         return Err(SyncError::Conflict("no active sync"));
     };
     let (generation, server_usn) = (session.generation, session.server_usn);
+    let took = session.started.elapsed();
     let counts = session.counts(&store.snapshot()?)?;
     let commit = session.into_commit(counts);
     match store.commit_sync(state.user.id, generation, server_usn, &commit, now_ms)? {
@@ -28,7 +40,10 @@ pub(crate) fn finish(
                 revlog = commit.revlog.len(),
                 "sync finished"
             );
-            Ok(record.modified_ms)
+            Ok(Finished {
+                modified_ms: record.modified_ms,
+                took,
+            })
         }
         // A full upload replaced the collection while this sync ran.
         None => Err(SyncError::Conflict(

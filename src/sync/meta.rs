@@ -42,7 +42,7 @@ mod tests {
     fn a_new_user_looks_like_a_fresh_official_collection() {
         let (_dir, store) = temp_store();
         store.set_user("me", "h", 1_700_000_000_123).unwrap();
-        let state = UserState::new(&UserRef::new(1, "me"));
+        let state = UserState::new(&UserRef::new(1, "me"), &Default::default());
         let req = MetaRequest {
             sync_version: 11,
             client_version: String::new(),
@@ -60,7 +60,7 @@ mod tests {
     fn versions_outside_8_to_11_are_too_old() {
         let (_dir, store) = temp_store();
         store.set_user("me", "h", 0).unwrap();
-        let state = UserState::new(&UserRef::new(1, "me"));
+        let state = UserState::new(&UserRef::new(1, "me"), &Default::default());
         for v in [0, 7, 12] {
             let req = MetaRequest {
                 sync_version: v,
