@@ -95,6 +95,11 @@ pub enum ServeError {
 
 /// Run the server until a shutdown signal.
 pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), ServeError> {
+    // Before the database: a mistake in the settings should not wait for a large file.
+    let tls = match config.tls.enabled() {
+        true => Some(Certificates::load(&config.tls)?),
+        false => None,
+    };
     let store = {
         let path = config.database.clone();
         let cache_bytes =
@@ -129,10 +134,6 @@ pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), 
         let metrics = metrics.clone();
         store.observe_commits(move |took| metrics.commit(took));
     }
-    let tls = match config.tls.enabled() {
-        true => Some(Certificates::load(&config.tls)?),
-        false => None,
-    };
     let user_count = store.list_users()?.len();
     let scratch = Arc::new(Scratch::open(&config.database).map_err(ServeError::Scratch)?);
     let janitor = Arc::new(Notify::new());
