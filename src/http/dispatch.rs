@@ -129,7 +129,11 @@ fn metered(
                 }) as Box<dyn FnOnce() + Send>
             });
     let sent = app.metrics.sent(&method);
-    response.map(|body| Metered::new(body, sent, on_end).boxed_unsync())
+    let content_length = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    response.map(|body| Metered::new(body, content_length, sent, on_end).boxed_unsync())
 }
 
 /// The `method` label of a request: protocol methods by name, other routes by a fixed word,
