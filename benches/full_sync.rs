@@ -32,7 +32,9 @@ mod support;
 
 mod common;
 
-use common::{cpu_secs, median_of, reset_peak_rss, rounds, status_mb, BenchServer};
+use common::{
+    cpu_secs, dataset, median_of, metric, reset_peak_rss, rounds, status_mb, BenchServer,
+};
 
 use std::fmt::Write as _;
 use std::fs;
@@ -43,14 +45,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use support::{
-    make_dataset, target_dir, ChangesRequired, ClientVersion, Device, OfficialServer, Server,
-    ServerOptions, SyncServer,
+    ChangesRequired, ClientVersion, Device, OfficialServer, Server, ServerOptions, SyncServer,
 };
 
 const USER: &str = "bench";
 const PASSWORD: &str = "bench";
-/// Same seed, same rows: runs on different days compare like with like.
-const SEED: u64 = 1;
 const SIZES: [usize; 2] = [20_000, 100_000];
 /// The harness's 120 s per device command is tight for 100k notes against the official
 /// server on a small machine; a hung transfer still fails, just later.
@@ -156,6 +155,32 @@ fn run(server: &mut impl BenchServer, dataset: &Path, notes: usize) -> Run {
         .map(|op| op.server_peak_mb)
         .fold(idle_rss_mb.max(status_mb(pid, "VmHWM")), f64::max);
     let end_rss_mb = status_mb(pid, "VmRSS");
+    if let Some(page) = server.metrics() {
+        // The server's own count of what this run did: one upload, two downloads.
+        for (series, expected) in [
+            (r#"ankisyncd_full_syncs_total{direction="upload"}"#, 1.0),
+            (r#"ankisyncd_full_syncs_total{direction="download"}"#, 2.0),
+            (
+                r#"ankisyncd_requests_total{method="sync/upload",status="200"}"#,
+                1.0,
+            ),
+            (
+                r#"ankisyncd_requests_total{method="sync/download",status="200"}"#,
+                2.0,
+            ),
+            (
+                r#"ankisyncd_requests_total{method="sync/hostKey",status="200"}"#,
+                3.0,
+            ),
+        ] {
+            assert_eq!(metric(&page, series), expected, "/metrics: {series}");
+        }
+        eprintln!(
+            "  /metrics agrees: 1 upload, 2 downloads; {:.1} MB received for the upload, {:.1} MB sent for the downloads",
+            metric(&page, r#"ankisyncd_received_bytes_total{method="sync/upload"}"#) / 1e6,
+            metric(&page, r#"ankisyncd_sent_bytes_total{method="sync/download"}"#) / 1e6,
+        );
+    }
     let log_lines = server
         .log()
         .lines()
@@ -181,23 +206,6 @@ fn run(server: &mut impl BenchServer, dataset: &Path, notes: usize) -> Run {
         end_rss_mb,
         log_lines,
     }
-}
-
-/// The generated collection of `notes` notes, made once and kept under
-/// `target/bench-data/` (it depends on the size, the seed and the client that made it).
-fn dataset(notes: usize) -> PathBuf {
-    let dir = target_dir().join("bench-data");
-    fs::create_dir_all(&dir).expect("create target/bench-data");
-    let path = dir.join(format!("notes-{notes}-seed-{SEED}-anki-26.9.3.anki2"));
-    if !path.exists() {
-        // Written beside and renamed, so an interrupted run leaves no half file behind
-        // under the final name.
-        let partial = dir.join(format!("notes-{notes}-seed-{SEED}.partial"));
-        let summary = make_dataset(&partial, notes, SEED);
-        eprintln!("generated {}: {summary}", path.display());
-        fs::rename(&partial, &path).expect("move the dataset into place");
-    }
-    path
 }
 
 // ---------------------------------------------------------------------------------------

@@ -174,11 +174,6 @@ pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), 
         Some(certificates) => Some(certificates.server_config()?),
         None => None,
     };
-    if user_count == 0 {
-        tracing::warn!(
-            "no users yet: add one with `ankisyncd user add NAME` or SYNC_USER1=name:password"
-        );
-    }
 
     let app = Arc::new(App {
         path_prefix: config.path_prefix.clone(),
@@ -209,6 +204,11 @@ pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), 
         app.path_prefix,
         app.store.path().display()
     );
+    if user_count == 0 {
+        tracing::warn!(
+            "no users yet: add one with `ankisyncd user add NAME` or SYNC_USER1=name:password"
+        );
+    }
     tokio::spawn(on_sighup(app.clone()));
     crate::http::serve(app, listener, acceptor, shutdown_signal()).await;
     users.shutdown().await;

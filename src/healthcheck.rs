@@ -41,6 +41,8 @@ pub enum HealthError {
     Tls(#[from] rustls::Error),
     #[error("{addr} answered {status:?} instead of 200")]
     Unhealthy { addr: SocketAddr, status: String },
+    #[error("{addr} did not answer in HTTP (does it serve HTTPS? then set [tls] here too)")]
+    NotHttp { addr: SocketAddr },
 }
 
 /// Succeeds when the server answered 200.
@@ -68,6 +70,9 @@ pub fn check(config: &Config) -> Result<(), HealthError> {
         exchange_over(stream, &request).map_err(exchange)?
     };
     let status_line = response.lines().next().unwrap_or_default();
+    if !status_line.starts_with("HTTP/") {
+        return Err(HealthError::NotHttp { addr });
+    }
     if status_line.split_whitespace().nth(1) == Some("200") {
         Ok(())
     } else {

@@ -6,14 +6,28 @@
 #![allow(dead_code)]
 
 use std::fs;
+use std::path::PathBuf;
 
-use crate::support::{OfficialServer, Server, SyncServer};
+use crate::support::{http_get, make_dataset, target_dir, OfficialServer, Server, SyncServer};
+
+/// The seed of the generated collections: same seed, same rows, so runs on different days
+/// compare like with like.
+pub const SEED: u64 = 1;
 
 /// A server as a benchmark needs it: the scenario interface plus its process.
 pub trait BenchServer: SyncServer {
     fn pid(&self) -> u32;
     fn log(&self) -> String;
     fn stop(&mut self);
+    /// The `/metrics` page, for servers that have one.
+    fn metrics(&self) -> Option<String>;
+}
+
+/// The value of one series on a `/metrics` page (0 when absent).
+pub fn metric(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 impl BenchServer for Server {
@@ -25,6 +39,11 @@ impl BenchServer for Server {
     }
     fn stop(&mut self) {
         Server::stop(self);
+    }
+    fn metrics(&self) -> Option<String> {
+        // A build from before /metrics (TEST_ANKISYNCD_BIN) answers 404.
+        let (status, page) = http_get(&self.endpoint(), "/metrics");
+        (status == 200).then_some(page)
     }
 }
 
@@ -38,6 +57,26 @@ impl BenchServer for OfficialServer {
     fn stop(&mut self) {
         OfficialServer::stop(self);
     }
+    fn metrics(&self) -> Option<String> {
+        None
+    }
+}
+
+/// The generated collection of `notes` notes, made once and kept under
+/// `target/bench-data/` (it depends on the size, the seed and the client that made it).
+pub fn dataset(notes: usize) -> PathBuf {
+    let dir = target_dir().join("bench-data");
+    fs::create_dir_all(&dir).expect("create target/bench-data");
+    let path = dir.join(format!("notes-{notes}-seed-{SEED}-anki-26.9.3.anki2"));
+    if !path.exists() {
+        // Written beside and renamed, so an interrupted run leaves no half file behind
+        // under the final name.
+        let partial = dir.join(format!("notes-{notes}-seed-{SEED}.partial"));
+        let summary = make_dataset(&partial, notes, SEED);
+        eprintln!("generated {}: {summary}", path.display());
+        fs::rename(&partial, &path).expect("move the dataset into place");
+    }
+    path
 }
 
 /// User + system CPU seconds of process `pid`, all its threads included.
