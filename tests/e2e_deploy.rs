@@ -317,8 +317,9 @@ fn clients_are_named_at_login_and_surprises_warned_about_once() {
     assert_eq!(warnings(&log), Vec::<String>::new());
 
     let key = a.host_key();
-    let meta = |client: &str, version: u8, body: &str| {
-        let header = format!(r#"{{"v":{version},"k":"{key}","c":"{client}","s":"abc"}}"#);
+    let meta = |header_extra: &str, client: &str, version: u8, body: &str| {
+        let header =
+            format!(r#"{{"v":{version},"k":"{key}","c":"{client}","s":"abc"{header_extra}}}"#);
         let body = zstd::encode_all(body.as_bytes(), 3).unwrap();
         http_request(
             &endpoint,
@@ -329,34 +330,18 @@ fn clients_are_named_at_login_and_surprises_warned_about_once() {
         )
         .0
     };
+    let known = r#"{"v":11,"cv":"anki,26.9.3 (x),linux"}"#;
     for _ in 0..3 {
-        assert_eq!(
-            meta(
-                "26.9.3,x,linux",
-                11,
-                r#"{"v":11,"cv":"anki,26.9.3 (x),linux","shiny":1}"#
-            ),
-            200
-        );
-        assert_eq!(
-            meta(
-                "99.1.0,x,linux",
-                11,
-                r#"{"v":11,"cv":"anki,99.1.0 (x),linux"}"#
-            ),
-            200
-        );
-        assert_eq!(
-            meta(
-                "99.1.0,x,linux",
-                12,
-                r#"{"v":12,"cv":"anki,99.1.0 (x),linux"}"#
-            ),
-            400
-        );
+        let extra_field = r#"{"v":11,"cv":"anki,26.9.3 (x),linux","shiny":1}"#;
+        assert_eq!(meta("", "26.9.3,x,linux", 11, extra_field), 200);
+        let newer = r#"{"v":11,"cv":"anki,99.1.0 (x),linux"}"#;
+        assert_eq!(meta("", "99.1.0,x,linux", 11, newer), 200);
+        let newer_protocol = r#"{"v":12,"cv":"anki,99.1.0 (x),linux"}"#;
+        assert_eq!(meta("", "99.1.0,x,linux", 12, newer_protocol), 400);
+        assert_eq!(meta(r#","z":true"#, "26.9.3,x,linux", 11, known), 200);
     }
     let warned = warnings(&server.log());
-    assert_eq!(warned.len(), 3, "{warned:#?}");
+    assert_eq!(warned.len(), 4, "{warned:#?}");
     assert!(
         warned[0].contains("`shiny`") && warned[0].contains("sync/meta"),
         "{}",
@@ -367,5 +352,10 @@ fn clients_are_named_at_login_and_surprises_warned_about_once() {
         warned[2].contains("sync protocol version 12"),
         "{}",
         warned[2]
+    );
+    assert!(
+        warned[3].contains("`z`") && warned[3].contains("anki-sync header"),
+        "{}",
+        warned[3]
     );
 }

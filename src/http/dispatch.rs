@@ -67,6 +67,13 @@ pub(crate) async fn handle(
         },
         Route::Api(method) => {
             let (parts, body) = request.into_parts();
+            if let Some(header) = parts.headers.get(envelope::ANKI_SYNC_HEADER) {
+                for field in envelope::unknown_header_fields(header) {
+                    let label =
+                        format!("{} ({} header)", method.label(), envelope::ANKI_SYNC_HEADER);
+                    app.compat.unknown_field(&label, &field, "");
+                }
+            }
             let counter = bytes_in.clone();
             let body = body.map_frame(move |frame| {
                 if let Some(data) = frame.data_ref() {
