@@ -170,47 +170,46 @@ fn metrics_agree_with_real_syncs() {
 
     let m = metrics(&server);
     let get = |series: &str| value(&m, series);
-    assert_eq!(
-        get(r#"ankisyncd_full_syncs_total{direction="upload"}"#),
-        1.0
-    );
-    assert_eq!(
-        get(r#"ankisyncd_full_syncs_total{direction="download"}"#),
-        2.0
-    );
-    assert_eq!(
-        get(r#"ankisyncd_sync_duration_seconds_count{kind="full_upload"}"#),
-        1.0
-    );
-    assert_eq!(
-        get(r#"ankisyncd_sync_duration_seconds_count{kind="full_download"}"#),
-        2.0
-    );
-    // b sent its notes, a fetched them: two normal syncs.
-    assert_eq!(
-        get(r#"ankisyncd_sync_duration_seconds_count{kind="normal"}"#),
-        2.0
-    );
-    assert_eq!(
-        get(r#"ankisyncd_requests_total{method="sync/hostKey",status="200"}"#),
-        3.0
-    );
-    assert_eq!(
-        get(r#"ankisyncd_requests_total{method="sync/upload",status="200"}"#),
-        1.0
-    );
-    assert_eq!(
-        get(r#"ankisyncd_requests_total{method="sync/download",status="200"}"#),
-        2.0
-    );
-    assert_eq!(
-        get(r#"ankisyncd_requests_total{method="sync/finish",status="200"}"#),
-        2.0
-    );
-    assert_eq!(get("ankisyncd_users"), 1.0);
-    assert_eq!(get("ankisyncd_sync_sessions"), 0.0);
-    assert_eq!(get(r#"ankisyncd_actors{supervisor="collection"}"#), 1.0);
-    assert_eq!(get(r#"ankisyncd_actors{supervisor="media"}"#), 1.0);
+    // b sent its notes and a fetched them: two normal syncs.
+    let expected = [
+        (r#"ankisyncd_full_syncs_total{direction="upload"}"#, 1.0),
+        (r#"ankisyncd_full_syncs_total{direction="download"}"#, 2.0),
+        (
+            r#"ankisyncd_sync_duration_seconds_count{kind="full_upload"}"#,
+            1.0,
+        ),
+        (
+            r#"ankisyncd_sync_duration_seconds_count{kind="full_download"}"#,
+            2.0,
+        ),
+        (
+            r#"ankisyncd_sync_duration_seconds_count{kind="normal"}"#,
+            2.0,
+        ),
+        (
+            r#"ankisyncd_requests_total{method="sync/hostKey",status="200"}"#,
+            3.0,
+        ),
+        (
+            r#"ankisyncd_requests_total{method="sync/upload",status="200"}"#,
+            1.0,
+        ),
+        (
+            r#"ankisyncd_requests_total{method="sync/download",status="200"}"#,
+            2.0,
+        ),
+        (
+            r#"ankisyncd_requests_total{method="sync/finish",status="200"}"#,
+            2.0,
+        ),
+        ("ankisyncd_users", 1.0),
+        ("ankisyncd_sync_sessions", 0.0),
+        (r#"ankisyncd_actors{supervisor="collection"}"#, 1.0),
+        (r#"ankisyncd_actors{supervisor="media"}"#, 1.0),
+    ];
+    for (series, value) in expected {
+        assert_eq!(get(series), value, "{series}");
+    }
     assert!(get("ankisyncd_db_commit_duration_seconds_count") >= 3.0);
     assert!(m.contains_key(r#"ankisyncd_user_last_sync_age_seconds{user="user"}"#));
 
