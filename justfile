@@ -21,3 +21,8 @@ lint:
 # Optimised binary at target/release/ankisyncd.
 build:
     cargo build --release
+
+# A real client's full sync of a 100k-note collection through nginx and Caddy, configured
+# from deploy/ (needs: apt-get install -y nginx-light caddy).
+proxy-test:
+    cargo bench --bench behind_proxy

@@ -32,7 +32,9 @@ mod support;
 
 mod common;
 
-use common::{cpu_secs, dataset, median_of, reset_peak_rss, rounds, status_mb, BenchServer};
+use common::{
+    cpu_secs, dataset, median_of, metric, reset_peak_rss, rounds, status_mb, BenchServer,
+};
 
 use std::fmt::Write as _;
 use std::fs;
@@ -153,6 +155,32 @@ fn run(server: &mut impl BenchServer, dataset: &Path, notes: usize) -> Run {
         .map(|op| op.server_peak_mb)
         .fold(idle_rss_mb.max(status_mb(pid, "VmHWM")), f64::max);
     let end_rss_mb = status_mb(pid, "VmRSS");
+    if let Some(page) = server.metrics() {
+        // The server's own count of what this run did: one upload, two downloads.
+        for (series, expected) in [
+            (r#"ankisyncd_full_syncs_total{direction="upload"}"#, 1.0),
+            (r#"ankisyncd_full_syncs_total{direction="download"}"#, 2.0),
+            (
+                r#"ankisyncd_requests_total{method="sync/upload",status="200"}"#,
+                1.0,
+            ),
+            (
+                r#"ankisyncd_requests_total{method="sync/download",status="200"}"#,
+                2.0,
+            ),
+            (
+                r#"ankisyncd_requests_total{method="sync/hostKey",status="200"}"#,
+                3.0,
+            ),
+        ] {
+            assert_eq!(metric(&page, series), expected, "/metrics: {series}");
+        }
+        eprintln!(
+            "  /metrics agrees: 1 upload, 2 downloads; {:.1} MB received for the upload, {:.1} MB sent for the downloads",
+            metric(&page, r#"ankisyncd_received_bytes_total{method="sync/upload"}"#) / 1e6,
+            metric(&page, r#"ankisyncd_sent_bytes_total{method="sync/download"}"#) / 1e6,
+        );
+    }
     let log_lines = server
         .log()
         .lines()

@@ -1,8 +1,8 @@
-//! The running server: opens the database, applies `SYNC_USERn` and the users file, starts
-//! the janitor, the scheduled backups and the actors, binds the admin socket and the
-//! listener, serves until SIGINT/SIGTERM (SIGHUP reloads), and shuts down in order (HTTP
-//! first, then the admin socket, then the actors, then the database), so every request in
-//! progress ends before the file closes.
+//! The running server: reads the TLS files, opens the database, applies `SYNC_USERn` and the
+//! users file, starts the janitor, the scheduled backups and the actors, binds the admin
+//! socket and the listener, serves until SIGINT/SIGTERM (SIGHUP re-reads files), and shuts
+//! down in order (HTTP first, then the admin socket, then the actors, then the database), so
+//! every request in progress ends before the file closes.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,12 +18,15 @@ use crate::auth::{
     apply_env_users, env_users, flush_now, flush_periodically, DeviceActivity, EnvUserError,
     EnvUserOutcome, LoginLimiter, StoreDirectory,
 };
+use crate::compat::Compat;
 use crate::config::Config;
 use crate::fullsync::Scratch;
 use crate::media::MediaState;
+use crate::metrics::Metrics;
 use crate::quota::Quota;
 use crate::store::{Store, StoreError, UserUpsert};
-use crate::sync::UserState;
+use crate::sync::{LiveSessions, UserState};
+use crate::tls::{Certificates, TlsError};
 
 /// Shared by every request.
 pub(crate) struct App {
@@ -47,6 +50,15 @@ pub(crate) struct App {
     pub users_file: Option<PathBuf>,
     /// Per-user limits on stored data.
     pub quota: Quota,
+    /// The normalized `path_prefix` (`/anki`, or empty).
+    pub path_prefix: String,
+    /// The certificate of built-in HTTPS, when `[tls]` is set.
+    pub tls: Option<Arc<Certificates>>,
+    pub metrics: Arc<Metrics>,
+    /// Whether `/metrics` is served (recording goes on regardless).
+    pub metrics_page: bool,
+    pub sessions: LiveSessions,
+    pub compat: Compat,
     started: Instant,
     local_addr: SocketAddr,
 }
@@ -59,6 +71,14 @@ impl App {
     /// `host:port` as a client on this machine would reach it.
     pub(crate) fn listen_address(&self) -> String {
         self.local_addr.to_string()
+    }
+
+    pub(crate) fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 }
 
@@ -82,6 +102,8 @@ pub enum ServeError {
     Scratch(#[source] std::io::Error),
     #[error("cannot start the actors: {0}")]
     Actors(String),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("{0}")]
     Runtime(String),
 }
@@ -89,6 +111,11 @@ pub enum ServeError {
 /// Run the server until a shutdown signal.
 pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), ServeError> {
     survive_file_size_limit();
+    // Before the database: a mistake in the settings should not wait for a large file.
+    let tls = match config.tls.enabled() {
+        true => Some(Certificates::load(&config.tls)?),
+        false => None,
+    };
     let store = {
         let path = config.database.clone();
         let cache_bytes =
@@ -124,6 +151,11 @@ pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), 
         .map_err(|e| ServeError::Runtime(e.to_string()))??
     };
     let store = Arc::new(store);
+    let metrics = Arc::new(Metrics::new(config.metrics_per_user));
+    {
+        let metrics = metrics.clone();
+        store.observe_commits(move |took| metrics.commit(took));
+    }
     let user_count = store.list_users()?.len();
     let scratch = Arc::new(Scratch::open(&config.database).map_err(ServeError::Scratch)?);
     let janitor = Arc::new(Notify::new());
@@ -133,9 +165,13 @@ pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), 
         config.backup.clone(),
     ));
 
+    let sessions = LiveSessions::default();
     let users = SupervisorHandle::start(
         Arc::new(StoreDirectory::new(store.clone())),
-        UserState::new,
+        {
+            let sessions = sessions.clone();
+            move |user| UserState::new(user, &sessions)
+        },
         SupervisorConfig {
             idle_timeout: Duration::from_secs(config.user_idle_secs),
             name: "collection".to_string(),
@@ -165,19 +201,18 @@ pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), 
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
     let local_addr = listener.local_addr().unwrap_or(addr);
-    tracing::info!(
-        "ankisyncd {} listening on http://{local_addr}/ (database {}, {user_count} users, admin socket {})",
-        env!("CARGO_PKG_VERSION"),
-        store.path().display(),
-        admin_socket.path().display()
-    );
-    if user_count == 0 {
-        tracing::warn!(
-            "no users yet: add one with `ankisyncd user add NAME` or SYNC_USER1=name:password"
-        );
-    }
+    let acceptor = match &tls {
+        Some(certificates) => Some(certificates.server_config()?),
+        None => None,
+    };
 
     let app = Arc::new(App {
+        path_prefix: config.path_prefix.clone(),
+        tls,
+        metrics,
+        metrics_page: config.metrics,
+        sessions,
+        compat: Compat::default(),
         limiter: LoginLimiter::new(
             config.login_failures,
             Duration::from_secs(config.login_window_secs),
@@ -196,12 +231,25 @@ pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), 
         started: Instant::now(),
         local_addr,
     });
+    tracing::info!(
+        "ankisyncd {} listening on {}://{local_addr}{}/ (database {}, {user_count} users, admin socket {})",
+        env!("CARGO_PKG_VERSION"),
+        app.scheme(),
+        app.path_prefix,
+        app.store.path().display(),
+        admin_socket.path().display()
+    );
+    if user_count == 0 {
+        tracing::warn!(
+            "no users yet: add one with `ankisyncd user add NAME` or SYNC_USER1=name:password"
+        );
+    }
     let stop_admin = Arc::new(Notify::new());
     let admin = tokio::spawn(admin_socket.serve(app.clone(), stop_admin.clone()));
     let flusher = tokio::spawn(flush_periodically(app.activity.clone(), app.store.clone()));
     let reloader = tokio::spawn(reload_on_hangup(app.clone(), hangups));
 
-    crate::http::serve(app.clone(), listener, shutdown_signal()).await;
+    crate::http::serve(app.clone(), listener, acceptor, shutdown_signal()).await;
     // No new admin requests from here; the socket file goes with its listener.
     stop_admin.notify_one();
     let _ = admin.await;
@@ -219,6 +267,7 @@ pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), 
 async fn reload_on_hangup(app: Arc<App>, mut hangups: tokio::signal::unix::Signal) {
     while hangups.recv().await.is_some() {
         tracing::info!("SIGHUP received: reloading");
+        reload_tls(&app);
         reload_users_file(&app).await;
     }
 }
@@ -282,6 +331,17 @@ async fn run_janitor(store: Arc<Store>, wake: Arc<Notify>) {
         tokio::select! {
             () = wake.notified() => {}
             () = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+    }
+}
+
+/// New TLS handshakes get the certificate on disk now; connections and syncs in progress
+/// keep theirs.
+fn reload_tls(app: &App) {
+    if let Some(certificates) = &app.tls {
+        match certificates.reload() {
+            Ok(()) => tracing::info!("TLS certificate reloaded; new connections get it"),
+            Err(e) => tracing::error!("TLS certificate NOT reloaded, the old one stays: {e}"),
         }
     }
 }

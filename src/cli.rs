@@ -1,7 +1,7 @@
 //! The command line: `ankisyncd [serve]`, `ankisyncd user add|list|devices|passwd|remove|
-//! revoke|restore-previous`, the maintenance of the database file (`backup OUT`,
-//! `check [--repair]`, `compact`), and moving users from and to the official server
-//! (`import|export DIR`, its data folder). Flags here are the top layer of the configuration
+//! revoke|restore-previous`, `ankisyncd healthcheck`, the maintenance of the database file
+//! (`backup OUT`, `check [--repair]`, `compact`), and moving users from and to the official
+//! server (`import|export DIR`, its data folder). Flags here are the top layer of the configuration
 //! (see `config`). A user command (and `backup`) is one admin request: sent to the running
 //! server through its admin socket when one answers, else carried out on the database file
 //! directly. `check`, `compact`, `import` and `export` need a stopped server.
@@ -94,6 +94,9 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Ask the configured server for /health (over TLS when configured): exit status 0 when
+    /// it answers 200, 1 otherwise. For container health checks.
+    Healthcheck,
 }
 
 #[derive(Debug, Subcommand)]
@@ -174,6 +177,8 @@ pub enum CliError {
     Backup(#[from] crate::store::BackupError),
     #[error("{problems} problem(s) found in {}", path.display())]
     CheckFailed { path: PathBuf, problems: usize },
+    #[error("unhealthy: {0}")]
+    Unhealthy(#[from] crate::healthcheck::HealthError),
 }
 
 /// Parse the process's arguments and run the command.
@@ -229,6 +234,11 @@ pub fn run() -> Result<(), CliError> {
         Command::Export { dir, force } => {
             init_logging("warn");
             export(&config, &dir, force)
+        }
+        Command::Healthcheck => {
+            crate::healthcheck::check(&config)?;
+            println!("healthy");
+            Ok(())
         }
     }
 }

@@ -59,6 +59,34 @@ pub struct Config {
     pub backup: BackupConfig,
     /// Per-user limits on stored data (`[quota]`); 0 means no limit.
     pub quota: QuotaConfig,
+    /// URL path the server answers under when a reverse proxy forwards a sub-path (e.g.
+    /// `/anki`); empty for none. Normalized by `load`: a leading slash, no trailing one.
+    /// Requests without the prefix are still served, since a client given
+    /// `https://host/anki` (no trailing slash) drops the last path segment.
+    pub path_prefix: String,
+    /// Serve Prometheus metrics at `/metrics`.
+    pub metrics: bool,
+    /// Also one series per user (their last sync's age); user names then appear in the
+    /// metrics, so it is off unless asked for.
+    pub metrics_per_user: bool,
+    /// Built-in HTTPS; off while both paths are empty.
+    pub tls: TlsFiles,
+}
+
+/// The `[tls]` table: PEM files of the certificate chain (leaf first) and its private key.
+/// Both are read again on SIGHUP.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Whether TLS is on.
+    pub fn enabled(&self) -> bool {
+        !self.cert.as_os_str().is_empty()
+    }
 }
 
 /// The `[quota]` section: per-user limits in MiB, 0 (the default) for none. A sync that would
@@ -186,6 +214,10 @@ impl Default for Config {
             users_file: None,
             backup: BackupConfig::default(),
             quota: QuotaConfig::default(),
+            path_prefix: String::new(),
+            metrics: true,
+            metrics_per_user: false,
+            tls: TlsFiles::default(),
         }
     }
 }
@@ -241,8 +273,39 @@ impl Config {
         if self.quota.media_megs > MAX_QUOTA_MEGS {
             return Err(bad("quota.media_megs", "is too large"));
         }
+        let (cert, key) = (&self.tls.cert, &self.tls.key);
+        if cert.as_os_str().is_empty() != key.as_os_str().is_empty() {
+            let missing = if cert.as_os_str().is_empty() {
+                "tls.cert"
+            } else {
+                "tls.key"
+            };
+            return Err(bad(missing, "TLS needs both tls.cert and tls.key"));
+        }
         Ok(())
     }
+}
+
+/// `/anki/`, `anki`, `//anki` → `/anki`; `` and `/` → ``. Segments are plain URL path
+/// characters, so the prefix can be matched against a request path as it arrives.
+fn normalize_path_prefix(prefix: &str) -> Result<String, ConfigError> {
+    let segments: Vec<&str> = prefix.split('/').filter(|s| !s.is_empty()).collect();
+    let plain = |s: &str| {
+        s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~'))
+    };
+    if let Some(bad) = segments
+        .iter()
+        .find(|s| !plain(s) || **s == "." || **s == "..")
+    {
+        return Err(ConfigError::Invalid {
+            key: "path_prefix".to_string(),
+            reason: format!(
+                "`{bad}`: use letters, digits and - . _ ~ between slashes, e.g. \"/anki\""
+            ),
+        });
+    }
+    Ok(segments.iter().map(|s| format!("/{s}")).collect())
 }
 
 /// Values given on the command line; `None` means "not given", so lower sources stay.
@@ -291,12 +354,13 @@ impl Config {
             }
             None => {}
         }
-        let config = figment
+        let mut config = figment
             .merge(Serialized::defaults(official_fallbacks(env)))
             .merge(ankisyncd_env(env))
             .merge(Serialized::defaults(overrides))
             .extract::<Config>()
             .map_err(|e| ConfigError::Figment(describe(e)))?;
+        config.path_prefix = normalize_path_prefix(&config.path_prefix)?;
         config.validate()?;
         Ok(config)
     }
@@ -327,9 +391,10 @@ fn official_fallbacks(env: &BTreeMap<String, String>) -> Dict {
 
 /// Config-file sections (`[name]` tables) whose keys the environment sets as
 /// `ANKISYNCD_<SECTION>_<KEY>`, e.g. `ANKISYNCD_BACKUP_DIR` for `backup.dir`.
-const SECTIONS: &[&str] = &["backup", "quota"];
+const SECTIONS: &[&str] = &["backup", "quota", "tls"];
 
 /// `ANKISYNCD_*` variables, read from the given map rather than the process environment.
+/// `ANKISYNCD_TLS_CERT` sets `cert` in the `[tls]` table.
 fn ankisyncd_env(env: &BTreeMap<String, String>) -> Serialized<Dict> {
     let mut dict = Dict::new();
     for (name, value) in env {
@@ -612,6 +677,87 @@ mod tests {
         std::fs::write(&file, "[quota]\nmedia_megs = -1\n").unwrap();
         let err = load(Some(&file), &[], &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("media_megs"), "{err}");
+    }
+
+    #[test]
+    fn tls_comes_from_its_table_or_the_environment_and_needs_both_files() {
+        assert!(!Config::default().tls.enabled());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n").unwrap();
+        let c = load(Some(&file), &[], &Overrides::default()).unwrap();
+        assert!(c.tls.enabled());
+        assert_eq!(c.tls.cert, PathBuf::from("/c.pem"));
+        let c = load(
+            Some(&file),
+            &[("ANKISYNCD_TLS_CERT", "/other.pem")],
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.tls.cert, c.tls.key),
+            (PathBuf::from("/other.pem"), PathBuf::from("/k.pem"))
+        );
+        let err = load(
+            None,
+            &[("ANKISYNCD_TLS_CERT", "/c.pem")],
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("tls.key"), "{err}");
+        let err = load(
+            None,
+            &[("ANKISYNCD_TLS_CRT", "/c.pem")],
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("crt"), "{err}");
+    }
+
+    #[test]
+    fn path_prefix_is_normalized_or_refused() {
+        for (given, normal) in [
+            ("", ""),
+            ("/", ""),
+            ("/anki", "/anki"),
+            ("anki/", "/anki"),
+            ("//a//b.c/", "/a/b.c"),
+        ] {
+            let c = load(
+                None,
+                &[("ANKISYNCD_PATH_PREFIX", given)],
+                &Overrides::default(),
+            )
+            .unwrap();
+            assert_eq!(c.path_prefix, normal, "{given}");
+        }
+        for bad in ["/a b", "/a?x", "/../x", "/%2e"] {
+            let err = load(
+                None,
+                &[("ANKISYNCD_PATH_PREFIX", bad)],
+                &Overrides::default(),
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains("path_prefix"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn metrics_switches() {
+        let c = load(
+            None,
+            &[("ANKISYNCD_METRICS", "false")],
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(!c.metrics && !c.metrics_per_user);
+        let c = load(
+            None,
+            &[("ANKISYNCD_METRICS_PER_USER", "true")],
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(c.metrics && c.metrics_per_user);
     }
 
     #[test]

@@ -203,6 +203,7 @@ fn pausing_server(resume: &Path) -> Server {
             ),
             ("ANKISYNCD_STAGE_MEMORY_ROWS".into(), "100".into()),
         ],
+        ..ServerOptions::default()
     })
 }
 

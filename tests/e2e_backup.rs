@@ -225,6 +225,7 @@ fn backup_options(users: &[String], dir: &Path, interval: &str, keep: &str) -> S
             ("ANKISYNCD_BACKUP_INTERVAL".into(), interval.into()),
             ("ANKISYNCD_BACKUP_KEEP".into(), keep.into()),
         ],
+        ..ServerOptions::default()
     }
 }
 

@@ -34,7 +34,7 @@ fn options() -> ServerOptions {
             (USER.to_string(), PASSWORD.to_string()),
             (OTHER_USER.to_string(), OTHER_PASSWORD.to_string()),
         ],
-        extra_env: Vec::new(),
+        ..Default::default()
     }
 }
 

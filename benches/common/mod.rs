@@ -9,10 +9,59 @@
 use std::fs;
 use std::path::PathBuf;
 
-use crate::support::{make_dataset, target_dir, OfficialServer, Server, SyncServer};
+use crate::support::{http_get, make_dataset, target_dir, OfficialServer, Server, SyncServer};
 
-/// Same seed, same rows: runs on different days compare like with like.
+/// The seed of the generated collections: same seed, same rows, so runs on different days
+/// compare like with like.
 pub const SEED: u64 = 1;
+
+/// A server as a benchmark needs it: the scenario interface plus its process.
+pub trait BenchServer: SyncServer {
+    fn pid(&self) -> u32;
+    fn log(&self) -> String;
+    fn stop(&mut self);
+    /// The `/metrics` page, for servers that have one.
+    fn metrics(&self) -> Option<String>;
+}
+
+/// The value of one series on a `/metrics` page (0 when absent).
+pub fn metric(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+impl BenchServer for Server {
+    fn pid(&self) -> u32 {
+        Server::pid(self)
+    }
+    fn log(&self) -> String {
+        Server::log(self)
+    }
+    fn stop(&mut self) {
+        Server::stop(self);
+    }
+    fn metrics(&self) -> Option<String> {
+        // A build from before /metrics (TEST_ANKISYNCD_BIN) answers 404.
+        let (status, page) = http_get(&self.endpoint(), "/metrics");
+        (status == 200).then_some(page)
+    }
+}
+
+impl BenchServer for OfficialServer {
+    fn pid(&self) -> u32 {
+        OfficialServer::pid(self)
+    }
+    fn log(&self) -> String {
+        OfficialServer::log(self)
+    }
+    fn stop(&mut self) {
+        OfficialServer::stop(self);
+    }
+    fn metrics(&self) -> Option<String> {
+        None
+    }
+}
 
 /// The generated collection of `notes` notes, made once and kept under
 /// `target/bench-data/` (it depends on the size, the seed and the client that made it).
@@ -29,37 +78,6 @@ pub fn dataset(notes: usize) -> PathBuf {
         fs::rename(&partial, &path).expect("move the dataset into place");
     }
     path
-}
-
-/// A server as a benchmark needs it: the scenario interface plus its process.
-pub trait BenchServer: SyncServer {
-    fn pid(&self) -> u32;
-    fn log(&self) -> String;
-    fn stop(&mut self);
-}
-
-impl BenchServer for Server {
-    fn pid(&self) -> u32 {
-        Server::pid(self)
-    }
-    fn log(&self) -> String {
-        Server::log(self)
-    }
-    fn stop(&mut self) {
-        Server::stop(self);
-    }
-}
-
-impl BenchServer for OfficialServer {
-    fn pid(&self) -> u32 {
-        OfficialServer::pid(self)
-    }
-    fn log(&self) -> String {
-        OfficialServer::log(self)
-    }
-    fn stop(&mut self) {
-        OfficialServer::stop(self);
-    }
 }
 
 /// User + system CPU seconds of process `pid`, all its threads included.

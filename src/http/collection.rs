@@ -5,14 +5,17 @@
 use bytes::Bytes;
 use http::Response;
 
-use super::dispatch::{boxed, json, receive_file, Context, OverLimit, ReceivedFile};
+use super::dispatch::{
+    boxed, json, parse, receive_file, Completes, Context, OverLimit, ReceivedFile,
+};
 use super::envelope::{self, ResponseBody, SyncRequest};
 use super::error::ApiError;
 use crate::app::App;
 use crate::auth::{hash_host_key, UserRef};
 use crate::fullsync::{self, UploadReply};
+use crate::metrics::SyncKind;
 use crate::protocol::{
-    parse_json, ApplyChangesRequest, ApplyChunkRequest, ApplyGravesRequest, SanityCheckRequest,
+    ApplyChangesRequest, ApplyChunkRequest, ApplyGravesRequest, Method, SanityCheckRequest,
     StartRequest, SyncMethod,
 };
 use crate::sync;
@@ -25,13 +28,14 @@ pub(super) async fn normal_sync(
     user: &UserRef,
     method: SyncMethod,
     request: &SyncRequest,
+    context: &mut Context,
 ) -> Result<Bytes, ApiError> {
     let store = app.store.clone();
     let key = request.session_key.clone();
-    let body = &request.body;
+    let parse_as = Method::Sync(method);
     match method {
         SyncMethod::Start => {
-            let start: StartRequest = parse_json(body).map_err(ApiError::BadJson)?;
+            let start: StartRequest = parse(app, parse_as, request)?;
             let memory_rows = app.stage_memory_rows;
             let device = hash_host_key(&request.host_key);
             run_json(app, user, move |state| {
@@ -40,14 +44,14 @@ pub(super) async fn normal_sync(
             .await
         }
         SyncMethod::ApplyGraves => {
-            let graves: ApplyGravesRequest = parse_json(body).map_err(ApiError::BadJson)?;
+            let graves: ApplyGravesRequest = parse(app, parse_as, request)?;
             run_json(app, user, move |state| {
                 sync::apply_graves(&store, state, &key, graves)
             })
             .await
         }
         SyncMethod::ApplyChanges => {
-            let changes: ApplyChangesRequest = parse_json(body).map_err(ApiError::BadJson)?;
+            let changes: ApplyChangesRequest = parse(app, parse_as, request)?;
             run_json(app, user, move |state| {
                 sync::apply_changes(&store, state, &key, changes)
             })
@@ -57,14 +61,14 @@ pub(super) async fn normal_sync(
             run_json(app, user, move |state| sync::chunk(&store, state, &key)).await
         }
         SyncMethod::ApplyChunk => {
-            let chunk: ApplyChunkRequest = parse_json(body).map_err(ApiError::BadJson)?;
+            let chunk: ApplyChunkRequest = parse(app, parse_as, request)?;
             run_json(app, user, move |state| {
                 sync::apply_chunk(&store, state, &key, chunk)
             })
             .await
         }
         SyncMethod::SanityCheck2 => {
-            let check: SanityCheckRequest = parse_json(body).map_err(ApiError::BadJson)?;
+            let check: SanityCheckRequest = parse(app, parse_as, request)?;
             run_json(app, user, move |state| {
                 sync::sanity_check(&store, state, &key, check)
             })
@@ -72,10 +76,17 @@ pub(super) async fn normal_sync(
         }
         SyncMethod::Finish => {
             let quota = app.quota.collection;
-            run_json(app, user, move |state| {
-                sync::finish(&store, state, &key, quota, crate::clock::now_millis())
-            })
-            .await
+            let finished = app
+                .users
+                .run(user, move |state| {
+                    sync::finish(&store, state, &key, quota, crate::clock::now_millis())
+                })
+                .await??;
+            context.completes = Some(Completes {
+                kind: SyncKind::normal,
+                took: Some(finished.took),
+            });
+            json(&finished.modified_ms)
         }
         SyncMethod::Abort => run_json(app, user, move |state| sync::abort(&store, state)).await,
         // Served elsewhere in this module.
@@ -144,6 +155,10 @@ where
     };
     drop(file);
     if reply == UploadReply::Ok {
+        context.completes = Some(Completes {
+            kind: SyncKind::full_upload,
+            took: None,
+        });
         app.scratch.drop_downloads(user.id);
         app.janitor.notify_one();
         prebuild_download(app, user);

@@ -1,11 +1,11 @@
 //! One request, start to finish: route it, decode its envelope, authenticate it, hand it to
 //! the method's handler (through the user's actor for anything that touches a user's data),
-//! encode the answer, and write the request's one log line.
+//! encode the answer, and write the request's one log line and its metrics.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ankisyncd_actors::SupervisorHandle;
 use bytes::Bytes;
@@ -15,24 +15,34 @@ use hyper::body::Incoming;
 
 use super::envelope::{self, Envelope, EnvelopeError, ResponseBody, SyncRequest};
 use super::error::{plain, ApiError};
+use super::metered::Metered;
 use super::pages;
 use super::router::{route, Route};
 use super::{collection, msync};
 use crate::app::App;
 use crate::auth::{hash_host_key, StoreDirectory, UserRef};
 use crate::fullsync;
+use crate::metrics::{Readings, SyncKind, CONTENT_TYPE};
 use crate::protocol::{parse_json, HostKeyRequest, MediaMethod, MetaRequest, Method, SyncMethod};
 use crate::store::HostKeyHash;
 use crate::sync;
 
-/// What the request's log line says besides method, status and timing, and which device
-/// sent it.
+/// What the request's log line and metrics say besides method, status and timing, and which
+/// device sent it.
 #[derive(Default)]
 pub(super) struct Context {
     pub(super) user: Option<UserRef>,
     pub(super) client: String,
     /// Set once the request's host key resolved.
     device: Option<HostKeyHash>,
+    /// The sync this request completes, once its response has been sent.
+    pub(super) completes: Option<Completes>,
+}
+
+pub(super) struct Completes {
+    pub kind: SyncKind,
+    /// How long the sync took, when not just this request (a normal sync's `finish`).
+    pub took: Option<Duration>,
 }
 
 pub(crate) async fn handle(
@@ -42,21 +52,15 @@ pub(crate) async fn handle(
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let path = request.uri().path().to_string();
-    let route = route(request.method(), &path);
+    let route = route(request.method(), &path, &app.path_prefix);
     let bytes_in = Arc::new(AtomicU64::new(0));
     let mut context = Context::default();
 
     let result = match &route {
         Route::Health => Ok(boxed(plain(StatusCode::OK, ""))),
-        Route::Index => {
-            let host = request
-                .headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok());
-            let page = pages::index(host, &app.listen_address(), app.uptime());
-            Ok(boxed(plain(StatusCode::OK, &page)))
-        }
-        Route::NotFound => Err(ApiError::NotFound(path.clone())),
+        Route::Index => index(&app, request.headers()).await,
+        Route::Metrics if app.metrics_page => metrics(&app).await,
+        Route::Metrics | Route::NotFound => Err(ApiError::NotFound(path.clone())),
         Route::MethodNotAllowed => Err(ApiError::MethodNotAllowed),
         Route::MediaBeginQuery => match envelope::decode_media_begin_query(request.uri().query()) {
             Ok(decoded) => {
@@ -68,6 +72,13 @@ pub(crate) async fn handle(
         },
         Route::Api(method) => {
             let (parts, body) = request.into_parts();
+            if let Some(header) = parts.headers.get(envelope::ANKI_SYNC_HEADER) {
+                for field in envelope::unknown_header_fields(header) {
+                    let label =
+                        format!("{} ({} header)", method.label(), envelope::ANKI_SYNC_HEADER);
+                    app.compat.unknown_field(&label, &field, "");
+                }
+            }
             let counter = bytes_in.clone();
             let body = body.map_frame(move |frame| {
                 if let Some(data) = frame.data_ref() {
@@ -91,13 +102,142 @@ pub(crate) async fn handle(
         }
     };
 
+    if let Err(ApiError::Envelope(EnvelopeError::UnsupportedVersion(version))) = &result {
+        app.compat
+            .sync_version(*version, &context.client);
+    }
     let response = result.unwrap_or_else(|e| boxed(e.into_response(context.user.as_ref())));
     if let Some(device) = context.device {
         app.activity
             .record(device, &context.client, crate::clock::now_secs());
     }
     log_request(&route, &path, &context, &response, &bytes_in, started);
-    response
+    metered(&app, &route, context, response, &bytes_in, started)
+}
+
+/// Count the request in the metrics, and its response's bytes as they go out; a response
+/// that completes a sync counts it once its last byte is sent.
+fn metered(
+    app: &Arc<App>,
+    route: &Route,
+    context: Context,
+    response: Response<ResponseBody>,
+    bytes_in: &AtomicU64,
+    started: Instant,
+) -> Response<ResponseBody> {
+    let method = metric_label(route);
+    let status = response.status();
+    app.metrics.request(
+        &method,
+        status.as_u16(),
+        started.elapsed(),
+        bytes_in.load(Ordering::Relaxed),
+    );
+    let on_end =
+        context
+            .completes
+            .filter(|_| status.is_success())
+            .map(|Completes { kind, took }| {
+                let app = app.clone();
+                Box::new(move || {
+                    app.metrics
+                        .sync(kind, took.unwrap_or_else(|| started.elapsed()))
+                }) as Box<dyn FnOnce() + Send>
+            });
+    let sent = app.metrics.sent(&method);
+    let content_length = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    response.map(|body| Metered::new(body, content_length, sent, on_end).boxed_unsync())
+}
+
+/// The `method` label of a request: protocol methods by name, other routes by a fixed word,
+/// so that stray paths cannot grow the metrics.
+fn metric_label(route: &Route) -> String {
+    match route {
+        Route::Api(m) => m.label(),
+        Route::MediaBeginQuery => Method::Media(MediaMethod::Begin).label(),
+        Route::Index => "index".into(),
+        Route::Health => "health".into(),
+        Route::Metrics => "metrics".into(),
+        Route::NotFound => "not_found".into(),
+        Route::MethodNotAllowed => "method_not_allowed".into(),
+    }
+}
+
+async fn index(app: &App, headers: &http::HeaderMap) -> Result<Response<ResponseBody>, ApiError> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            // A proxy chain lists one value per hop; the first is what the visitor used.
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+    };
+    let listen = app.listen_address();
+    let host = header("x-forwarded-host")
+        .or_else(|| header(header::HOST.as_str()))
+        .filter(|h| pages::plausible_host(h))
+        .unwrap_or(&listen);
+    let scheme = match header("x-forwarded-proto") {
+        Some(p) if p.eq_ignore_ascii_case("https") => "https",
+        _ => app.scheme(),
+    };
+    let users = user_names(app).await?.len();
+    let page = pages::Index {
+        scheme,
+        host,
+        prefix: &app.path_prefix,
+        uptime: app.uptime(),
+        users,
+    }
+    .render();
+    Ok(boxed(plain(StatusCode::OK, &page)))
+}
+
+async fn metrics(app: &App) -> Result<Response<ResponseBody>, ApiError> {
+    let user_names = user_names(app).await?;
+    let readings = Readings {
+        actors: vec![
+            ("collection", app.users.active_users().await),
+            ("media", app.media.active_users().await),
+        ],
+        sessions: app.sessions.count(),
+        users: user_names.len(),
+        now_secs: crate::clock::now_secs(),
+        user_names,
+    };
+    let mut response = plain(StatusCode::OK, &app.metrics.render(&readings));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(CONTENT_TYPE),
+    );
+    Ok(boxed(response))
+}
+
+async fn user_names(app: &App) -> Result<Vec<String>, ApiError> {
+    let store = app.store.clone();
+    let users = tokio::task::spawn_blocking(move || store.list_users())
+        .await
+        .map_err(|e| sync::SyncError::Internal(format!("listing users: {e}")))?
+        .map_err(sync::SyncError::from)?;
+    Ok(users.into_iter().map(|u| u.name).collect())
+}
+
+/// Parse a request's JSON body. A field this server does not know is ignored, with one
+/// warning naming it (a newer client may add fields; it should still sync).
+pub(super) fn parse<T: serde::de::DeserializeOwned>(
+    app: &App,
+    method: Method,
+    request: &SyncRequest,
+) -> Result<T, ApiError> {
+    let (value, unknown) = parse_json(&request.body).map_err(ApiError::BadJson)?;
+    for field in unknown {
+        app.compat
+            .unknown_field(&method.label(), &field, &request.client_version);
+    }
+    Ok(value)
 }
 
 async fn api(
@@ -109,8 +249,9 @@ async fn api(
 ) -> Result<Response<ResponseBody>, ApiError> {
     let body = match method {
         Method::Sync(SyncMethod::HostKey) => {
-            let login: HostKeyRequest = parse_json(&request.body).map_err(ApiError::BadJson)?;
+            let login: HostKeyRequest = parse(app, method, &request)?;
             context.user = None;
+            let name = login.user.clone();
             let reply = sync::host_key(
                 app.store.clone(),
                 &app.limiter,
@@ -120,14 +261,19 @@ async fn api(
                 crate::clock::now_secs(),
             )
             .await?;
+            app.compat
+                .login(&name, &request.client_version, request.sync_version);
             json(&reply)?
         }
         Method::Sync(SyncMethod::Meta) => {
             let user = authenticate(&app.users, &request.host_key, context).await?;
-            let meta: MetaRequest = parse_json(&request.body).map_err(ApiError::BadJson)?;
+            let meta: MetaRequest = parse(app, method, &request)?;
             if context.client.is_empty() {
                 context.client = meta.client_version.clone();
             }
+            app.compat.client_version(&meta.client_version);
+            app.compat
+                .sync_version(meta.sync_version, &meta.client_version);
             let store = app.store.clone();
             let reply = app
                 .users
@@ -135,6 +281,7 @@ async fn api(
                     sync::meta(&store, state, &meta, crate::clock::now_millis())
                 })
                 .await??;
+            app.metrics.synced(&user.name, crate::clock::now_secs());
             json(&reply)?
         }
         Method::Sync(SyncMethod::Download) => {
@@ -147,6 +294,10 @@ async fn api(
                     fullsync::prepare_download(&store, &scratch, user.id)
                 })
                 .await??;
+            context.completes = Some(Completes {
+                kind: SyncKind::full_download,
+                took: None,
+            });
             return Ok(envelope::encode_precompressed_file(
                 &request.envelope,
                 download.file,
@@ -158,7 +309,7 @@ async fn api(
             collection::pause_point("before", method).await;
             let user = authenticate(&app.users, &request.host_key, context).await?;
             collection::crash_point("before", method);
-            let reply = collection::normal_sync(app, &user, method, &request).await?;
+            let reply = collection::normal_sync(app, &user, method, &request, context).await?;
             collection::crash_point("after", method);
             if method == SyncMethod::Finish {
                 app.scratch.drop_downloads(user.id);
@@ -285,7 +436,7 @@ fn log_request(
         context.client.as_str()
     };
     let bytes_in = bytes_in.load(Ordering::Relaxed);
-    if matches!(route, Route::Health) {
+    if matches!(route, Route::Health | Route::Metrics) {
         tracing::debug!(%method, status, "request");
     } else {
         tracing::info!(%method, user, client, status, bytes_in, bytes_out, ms = format_args!("{ms:.1}"), "request");

@@ -4,13 +4,13 @@
 use bytes::Bytes;
 use http::Response;
 
-use super::dispatch::{boxed, json, receive_file, Context, OverLimit, ReceivedFile};
+use super::dispatch::{boxed, json, parse, receive_file, Context, OverLimit, ReceivedFile};
 use super::envelope::{self, ResponseBody, SyncRequest};
 use super::error::ApiError;
 use crate::app::App;
 use crate::auth::UserRef;
 use crate::media;
-use crate::protocol::{parse_json, MediaMethod};
+use crate::protocol::{MediaMethod, Method};
 use crate::store::Store;
 use crate::sync;
 
@@ -30,7 +30,7 @@ pub(super) async fn media_sync(
                 Some(version) => media::BeginRequest {
                     client_version: version,
                 },
-                None => parse_json(&request.body).map_err(ApiError::BadJson)?,
+                None => parse(app, Method::Media(method), &request)?,
             };
             let key = request.host_key.clone();
             run_media_json(app, user, move |state| {
@@ -39,14 +39,13 @@ pub(super) async fn media_sync(
             .await?
         }
         MediaMethod::MediaChanges => {
-            media_json(app, user, &request.body, media::media_changes).await?
+            media_json(app, user, method, &request, media::media_changes).await?
         }
         MediaMethod::MediaSanity => {
-            media_json(app, user, &request.body, media::media_sanity).await?
+            media_json(app, user, method, &request, media::media_sanity).await?
         }
         MediaMethod::DownloadFiles => {
-            let files: media::DownloadFilesRequest =
-                parse_json(&request.body).map_err(ApiError::BadJson)?;
+            let files: media::DownloadFilesRequest = parse(app, Method::Media(method), &request)?;
             let scratch = app.scratch.build_file(user.id);
             let path = scratch.path().to_path_buf();
             let zip = app
@@ -70,14 +69,15 @@ pub(super) async fn media_sync(
 async fn media_json<R, T>(
     app: &App,
     user: &UserRef,
-    body: &Bytes,
+    method: MediaMethod,
+    request: &SyncRequest,
     handler: fn(&Store, &media::MediaState, &R) -> Result<T, media::MediaError>,
 ) -> Result<Bytes, ApiError>
 where
     R: serde::de::DeserializeOwned + Send + 'static,
     T: serde::Serialize + Send + 'static,
 {
-    let request: R = parse_json(body).map_err(ApiError::BadJson)?;
+    let request: R = parse(app, Method::Media(method), request)?;
     let store = app.store.clone();
     run_media_json(app, user, move |state| handler(&store, state, &request)).await
 }

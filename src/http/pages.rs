@@ -1,29 +1,51 @@
-//! The two plain pages a person or a probe may fetch: `/health` and `/`.
+//! The plain page a person opens in a browser, `/`: that the server runs, and the exact
+//! address to type into each Anki app.
 
 use std::time::Duration;
 
-/// What `/` says: that the server runs, which version, and the exact address to type into
-/// Anki. The address comes from the request's Host header (what the visitor reached), when
-/// it is a plausible host name, else from the listening address.
-pub(crate) fn index(host_header: Option<&str>, listen: &str, uptime: Duration) -> String {
-    let host = host_header
-        .filter(|h| !h.is_empty() && h.len() <= 255 && h.chars().all(is_host_char))
-        .unwrap_or(listen);
-    format!(
-        "ankisyncd {version} is running (up {uptime}).\n\
-         \n\
-         This is a self-hosted Anki sync server. To sync with it, enter this address in\n\
-         \n\
-         \x20   http://{host}/\n\
-         \n\
-         - Anki desktop: Preferences > Syncing > Self-hosted sync server\n\
-         - AnkiDroid: Settings > Sync > Custom sync server (sync URL; media URL http://{host}/msync/)\n\
-         - AnkiMobile: Settings > Syncing > Header > Self-hosted sync server\n\
-         \n\
-         then log in with the user name and password set up on this server.\n",
-        version = env!("CARGO_PKG_VERSION"),
-        uptime = humanize(uptime),
-    )
+/// What `/` shows.
+pub(crate) struct Index<'a> {
+    /// `http` or `https`, as the visitor reached us (a proxy's `X-Forwarded-Proto` counts).
+    pub scheme: &'a str,
+    /// `host[:port]` as the visitor reached us: the proxy's `X-Forwarded-Host`, else the
+    /// Host header, else the listening address.
+    pub host: &'a str,
+    /// The normalized `path_prefix`.
+    pub prefix: &'a str,
+    pub uptime: Duration,
+    pub users: usize,
+}
+
+impl Index<'_> {
+    pub(crate) fn render(&self) -> String {
+        let url = format!("{}://{}{}/", self.scheme, self.host, self.prefix);
+        let users = match self.users {
+            0 => "no users yet (add one with `ankisyncd user add NAME`)".to_string(),
+            1 => "1 user".to_string(),
+            n => format!("{n} users"),
+        };
+        format!(
+            "ankisyncd {version} is running (up {uptime}, {users}).\n\
+             \n\
+             This is a self-hosted Anki sync server. To sync with it, enter this address:\n\
+             \n\
+             \x20   {url}\n\
+             \n\
+             - Anki desktop: Preferences > Syncing > Self-hosted sync server: {url}\n\
+             - AnkiDroid: Settings > Sync > Custom sync server: sync URL {url}, media sync URL {url}msync/\n\
+             - AnkiMobile: Settings > Syncing > Header > Self-hosted sync server: {url}\n\
+             \n\
+             then log in with the user name and password set up on this server.\n",
+            version = env!("CARGO_PKG_VERSION"),
+            uptime = humanize(self.uptime),
+        )
+    }
+}
+
+/// A header value usable as a host name in the page: nothing that could inject markup or
+/// break the URL.
+pub(crate) fn plausible_host(value: &str) -> bool {
+    !value.is_empty() && value.len() <= 255 && value.chars().all(is_host_char)
 }
 
 fn is_host_char(c: char) -> bool {
@@ -45,16 +67,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn index_names_the_address_to_enter() {
-        let page = index(
-            Some("pi.local:27701"),
-            "127.0.0.1:27701",
-            Duration::from_secs(5),
-        );
-        assert!(page.contains("http://pi.local:27701/"));
+    fn index_names_the_address_to_enter_in_each_app() {
+        let page = Index {
+            scheme: "https",
+            host: "pi.local:27701",
+            prefix: "/anki",
+            uptime: Duration::from_secs(3700),
+            users: 2,
+        }
+        .render();
         assert!(page.contains(env!("CARGO_PKG_VERSION")));
-        let page = index(Some("<script>"), "127.0.0.1:27701", Duration::ZERO);
-        assert!(page.contains("http://127.0.0.1:27701/"));
-        assert!(!page.contains("<script>"));
+        assert!(page.contains("up 1 h 1 min, 2 users"), "{page}");
+        assert!(page.contains("desktop: Preferences > Syncing > Self-hosted sync server: https://pi.local:27701/anki/\n"));
+        assert!(page.contains("sync URL https://pi.local:27701/anki/, media sync URL https://pi.local:27701/anki/msync/\n"));
+        assert!(page.contains("AnkiMobile: Settings > Syncing > Header > Self-hosted sync server: https://pi.local:27701/anki/\n"));
+    }
+
+    #[test]
+    fn only_plausible_hosts() {
+        assert!(plausible_host("pi.local:27701"));
+        assert!(plausible_host("[::1]:80"));
+        assert!(!plausible_host("<script>"));
+        assert!(!plausible_host("a b"));
+        assert!(!plausible_host(""));
     }
 }

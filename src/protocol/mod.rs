@@ -96,14 +96,37 @@ impl Method {
     }
 }
 
-/// Parse a JSON request body into its typed request; the error text is what a client sees.
-pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
-    serde_json::from_slice(body).map_err(|e| format!("invalid request body: {e}"))
+/// Parse a JSON request body into its typed request, with the paths of the fields it has
+/// that the type does not read (e.g. `changes.newThing`); the error text is what a client
+/// sees.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+) -> Result<(T, Vec<String>), String> {
+    let invalid = |e: serde_json::Error| format!("invalid request body: {e}");
+    let mut unknown = Vec::new();
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value =
+        serde_ignored::deserialize(&mut deserializer, |path| unknown.push(path.to_string()))
+            .map_err(invalid)?;
+    deserializer.end().map_err(invalid)?;
+    Ok((value, unknown))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parsing_names_the_fields_it_ignores() {
+        let (meta, unknown): (MetaRequest, _) =
+            parse_json(br#"{"v": 11, "cv": "x", "future": 1, "more": {"a": 2}}"#).unwrap();
+        assert_eq!((meta.sync_version, meta.client_version.as_str()), (11, "x"));
+        assert_eq!(unknown, ["future", "more"]);
+        let (_, unknown): (MetaRequest, _) = parse_json(br#"{"v": 11, "cv": "x"}"#).unwrap();
+        assert!(unknown.is_empty());
+        let err = parse_json::<MetaRequest>(br#"{"v": 11} x"#).unwrap_err();
+        assert!(err.starts_with("invalid request body"), "{err}");
+    }
 
     #[test]
     fn method_names_round_trip_and_are_exact() {

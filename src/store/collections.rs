@@ -47,7 +47,7 @@ impl Store {
                     record.data_bytes = Some(bytes);
                     table.insert(user_id, encode(&record)?.as_slice())?;
                     drop(table);
-                    tx.commit()?;
+                    self.commit(tx)?;
                     return Ok(bytes);
                 }
             }

@@ -53,7 +53,7 @@ impl Store {
                 true
             }
         };
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(stored)
     }
 
@@ -103,7 +103,7 @@ impl Store {
                 devices: revoke_all_keys(&tx, record.id)?,
             }),
         };
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(outcome)
     }
 
@@ -117,7 +117,7 @@ impl Store {
         if revoked {
             tx.open_table(HOST_KEYS)?.remove(hash)?;
         }
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(revoked)
     }
 
@@ -144,7 +144,7 @@ impl Store {
                 changed += 1;
             }
         }
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(changed)
     }
 }

@@ -92,7 +92,7 @@ impl Store {
                 .insert((user_id, generation), encode(&record)?.as_slice())?;
             generation
         };
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(NewGeneration {
             id: generation,
             epoch,
@@ -144,7 +144,7 @@ impl Store {
                 changes.insert((generation, *usn, *kind, *id), ())?;
             }
         }
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(bytes)
     }
 
@@ -181,7 +181,7 @@ impl Store {
                 }
             }
         };
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(activated)
     }
 
@@ -209,7 +209,7 @@ impl Store {
                 }
             }
         };
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(reset)
     }
 
@@ -261,7 +261,7 @@ impl Store {
                 }
             }
         };
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(outcome)
     }
 
@@ -286,7 +286,7 @@ impl Store {
             }
             building.len()
         };
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(count)
     }
 
@@ -294,7 +294,7 @@ impl Store {
     pub fn abandon_generation(&self, user_id: u64, generation: u64) -> Result<(), StoreError> {
         let tx = self.write()?;
         set_state(&tx, user_id, generation, GenerationState::Doomed, None)?;
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(())
     }
 
@@ -372,7 +372,7 @@ impl Store {
                 false
             }
         };
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(done)
     }
 }

@@ -249,7 +249,7 @@ impl Store {
                 changed,
             }
         };
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(MediaApplied::Done(outcome))
     }
 
@@ -265,7 +265,7 @@ impl Store {
                 collections.insert(user_id, encode(&record)?.as_slice())?;
             }
         }
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(())
     }
 
@@ -315,7 +315,7 @@ impl Store {
                 collections.insert(user_id, encode(&collection)?.as_slice())?;
             }
         }
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(true)
     }
 

@@ -24,7 +24,8 @@ mod users;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable};
 
@@ -58,6 +59,9 @@ use tables::{
 /// Page cache for command-line use and tests; the server takes `cache_megs`.
 const DEFAULT_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
+/// Told how long each commit took (the server's metrics).
+type CommitObserver = Box<dyn Fn(Duration) + Send + Sync>;
+
 pub struct Store {
     open: RwLock<OpenFile>,
     /// How many times the file was reopened after a disk fault. Writes made without waiting
@@ -66,6 +70,7 @@ pub struct Store {
     epoch: AtomicU64,
     path: PathBuf,
     cache_bytes: usize,
+    commit_observer: OnceLock<CommitObserver>,
 }
 
 /// The database as currently opened, and the watch on its file. `db` is `None` between
@@ -108,6 +113,7 @@ impl Store {
             epoch: AtomicU64::new(0),
             path: path.to_path_buf(),
             cache_bytes,
+            commit_observer: OnceLock::new(),
         };
         store.initialize()?;
         Ok(store)
@@ -215,7 +221,23 @@ impl Store {
             tx.open_table(BLOBS)?;
             tx.open_table(BLOB_REFS)?;
         }
+        self.commit(tx)?;
+        Ok(())
+    }
+
+    /// From now on, `observer` is told the duration of every commit. Set once; later calls
+    /// change nothing.
+    pub(crate) fn observe_commits(&self, observer: impl Fn(Duration) + Send + Sync + 'static) {
+        let _ = self.commit_observer.set(Box::new(observer));
+    }
+
+    /// Every write transaction ends here, so its latency is measured in one place.
+    fn commit(&self, tx: redb::WriteTransaction) -> Result<(), StoreError> {
+        let started = Instant::now();
         tx.commit()?;
+        if let Some(observe) = self.commit_observer.get() {
+            observe(started.elapsed());
+        }
         Ok(())
     }
 

@@ -80,7 +80,7 @@ impl Store {
         for (fix, label) in fixes {
             done.push(format!("{label}: {}", apply(&tx, fix)?));
         }
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(done)
     }
 }

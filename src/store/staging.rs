@@ -30,7 +30,7 @@ impl Store {
                 table.insert((user_id, *kind, *id), encode(row)?.as_slice())?;
             }
         }
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(spill)
     }
 
@@ -43,7 +43,7 @@ impl Store {
             (user_id, 0u8, i64::MIN)..=(user_id, u8::MAX, i64::MAX),
             |_, _| false,
         )?;
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(())
     }
 
@@ -51,7 +51,7 @@ impl Store {
     pub fn clear_all_staged(&self) -> Result<(), StoreError> {
         let tx = self.write()?;
         tx.open_table(STAGED)?.retain(|_, _| false)?;
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(())
     }
 }

@@ -186,7 +186,7 @@ impl Store {
             }
         };
         if matches!(outcome, CommitOutcome::Committed(_)) {
-            tx.commit()?;
+            self.commit(tx)?;
         } else {
             tx.abort()?;
         }

@@ -89,7 +89,7 @@ impl Store {
             Some(_) => None,
             None => Some(insert_user(&tx, name, password_hash, source, now_ms)?),
         };
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(created)
     }
 
@@ -124,7 +124,7 @@ impl Store {
                 id: insert_user(&tx, name, password_hash, source, now_ms)?,
             },
         };
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(outcome)
     }
 
@@ -143,7 +143,7 @@ impl Store {
                 devices: replace_password(&tx, name, record, password_hash)?,
             }),
         };
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(outcome)
     }
 
@@ -159,7 +159,7 @@ impl Store {
                 Some(record.id)
             }
         };
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(removed)
     }
 
@@ -206,7 +206,7 @@ impl Store {
             delete_user(&tx, &name, &record)?;
             changes.push((name, SourceChange::Removed { id: record.id }));
         }
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(changes)
     }
 

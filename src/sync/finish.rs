@@ -3,8 +3,19 @@
 //! `meta` reports from then on. A sync that would take the collection over its quota is
 //! refused here, with nothing stored.
 
+use std::time::Duration;
+
 use super::{SyncError, UserState};
 use crate::store::{CommitOutcome, Store};
+
+/// What a finished sync tells the caller.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    /// The reply: the collection's new modification time.
+    pub modified_ms: i64,
+    /// From `start` to now.
+    pub took: Duration,
+}
 
 pub(crate) fn finish(
     store: &Store,
@@ -12,12 +23,13 @@ pub(crate) fn finish(
     key: &str,
     quota: Option<u64>,
     now_ms: i64,
-) -> Result<i64, SyncError> {
+) -> Result<Finished, SyncError> {
     state.with_session(key, |_| Ok(()))?;
     let Some(session) = state.session.take() else {
         return Err(SyncError::Conflict("no active sync"));
     };
     let (generation, server_usn) = (session.generation, session.server_usn);
+    let took = session.started.elapsed();
     let counts = session.counts(&store.snapshot()?)?;
     let commit = session.into_commit(counts);
     match store.commit_sync(
@@ -37,7 +49,10 @@ pub(crate) fn finish(
                 revlog = commit.revlog.len(),
                 "sync finished"
             );
-            Ok(record.modified_ms)
+            Ok(Finished {
+                modified_ms: record.modified_ms,
+                took,
+            })
         }
         // A full upload replaced the collection while this sync ran.
         CommitOutcome::Conflict => Err(SyncError::Conflict(

@@ -111,7 +111,7 @@ mod tests {
     fn a_new_user_looks_like_a_fresh_official_collection() {
         let (_dir, store) = temp_store();
         store.set_user("me", "h", 1_700_000_000_123).unwrap();
-        let mut state = UserState::new(&UserRef::new(1, "me"));
+        let mut state = UserState::new(&UserRef::new(1, "me"), &Default::default());
         let req = MetaRequest {
             sync_version: 11,
             client_version: String::new(),
@@ -148,7 +148,7 @@ mod tests {
         let mut record = CollectionRecord::empty(0);
         record.modified_ms = 5;
         assert!(store.activate_generation(1, generation, record, 1).unwrap());
-        (dir, store, UserState::new(&UserRef::new(1, "me")))
+        (dir, store, UserState::new(&UserRef::new(1, "me"), &Default::default()))
     }
 
     /// (cont, msg) of `meta` for each sync version 8..=11.
@@ -178,7 +178,7 @@ mod tests {
         // A fresh account is the official server's new collection: v2 scheduler, no offset.
         let (_dir, store) = temp_store();
         store.set_user("me", "h", 0).unwrap();
-        let mut state = UserState::new(&UserRef::new(1, "me"));
+        let mut state = UserState::new(&UserRef::new(1, "me"), &Default::default());
         assert_eq!(
             answers(&store, &mut state),
             [refused(NO_V2_SCHEDULER), ok(), ok(), ok()]
@@ -222,7 +222,7 @@ mod tests {
     fn a_refused_sync_is_explained_at_the_next_meta_only() {
         let (_dir, store) = temp_store();
         store.set_user("me", "h", 0).unwrap();
-        let mut state = UserState::new(&UserRef::new(1, "me"));
+        let mut state = UserState::new(&UserRef::new(1, "me"), &Default::default());
         state.refusal = Some("over quota".into());
         let req = MetaRequest {
             sync_version: 11,
@@ -238,7 +238,7 @@ mod tests {
     fn versions_outside_8_to_11_are_too_old() {
         let (_dir, store) = temp_store();
         store.set_user("me", "h", 0).unwrap();
-        let mut state = UserState::new(&UserRef::new(1, "me"));
+        let mut state = UserState::new(&UserRef::new(1, "me"), &Default::default());
         for v in [0, 7, 12] {
             let req = MetaRequest {
                 sync_version: v,

@@ -23,4 +23,4 @@ pub(crate) use host_key::host_key;
 pub(crate) use meta::meta;
 pub(crate) use sanity::sanity_check;
 pub(crate) use start::start;
-pub(crate) use state::UserState;
+pub(crate) use state::{LiveSessions, UserState};

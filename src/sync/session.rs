@@ -6,11 +6,13 @@
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Instant;
 
 use serde_json::{Map, Value};
 use unicase::UniCase;
 
 use super::note_fields::{clean_fields, first_field_checksum, sort_field, SortValue};
+use super::state::Counted;
 use super::SyncError;
 use crate::clock::now_secs;
 use crate::protocol::{parse_card, parse_note, parse_revlog, Changes, Chunk, Graves};
@@ -45,6 +47,10 @@ pub(crate) struct SyncSession {
     /// Server rows not yet sent by `chunk`; taken on the first `chunk` call.
     pub outgoing: Option<ChangedIds>,
     pub stage: Stage,
+    /// When `start` opened it: `finish` reports the sync's duration.
+    pub started: Instant,
+    /// Counts this session among those in progress until it is dropped.
+    pub _live: Counted,
 }
 
 /// A row as it will be after the sync, whether it existed before (for the counts), and

@@ -37,6 +37,8 @@ pub(crate) fn start(
         base_counts: record.counts,
         outgoing: None,
         stage: Default::default(),
+        started: std::time::Instant::now(),
+        _live: state.live.enter(),
     };
     // Collected before the client's own deletions are staged, so they are not echoed back.
     let mut graves = Graves::default();

@@ -2,6 +2,9 @@
 //! job touches it, so it needs no lock. It is dropped when the actor retires after
 //! `user_idle_secs` without requests, which discards a sync left unfinished.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use super::session::SyncSession;
 use super::SyncError;
 use crate::auth::UserRef;
@@ -15,14 +18,16 @@ pub(crate) struct UserState {
     /// Why the user's last sync was refused (a quota), for the next `meta` to show: clients
     /// display no text from a failed request.
     pub refusal: Option<String>,
+    pub live: LiveSessions,
 }
 
 impl UserState {
-    pub(crate) fn new(user: &UserRef) -> Self {
+    pub(crate) fn new(user: &UserRef, live: &LiveSessions) -> Self {
         UserState {
             user: user.clone(),
             session: None,
             refusal: None,
+            live: live.clone(),
         }
     }
 
@@ -69,5 +74,48 @@ impl UserState {
         } else {
             false
         }
+    }
+}
+
+/// How many sync sessions exist across all users (the metrics' gauge). Each session holds a
+/// [`Counted`] token, so every way a session ends (finish, abort, a newer start, a failed
+/// step, the actor retiring) is counted by the drop itself.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LiveSessions(Arc<AtomicUsize>);
+
+impl LiveSessions {
+    pub(crate) fn count(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn enter(&self) -> Counted {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Counted(self.0.clone())
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_count_follows_the_tokens() {
+        let live = LiveSessions::default();
+        let a = live.enter();
+        let b = live.clone().enter();
+        assert_eq!(live.count(), 2);
+        drop(a);
+        assert_eq!(live.count(), 1);
+        drop(b);
+        assert_eq!(live.count(), 0);
     }
 }

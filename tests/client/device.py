@@ -81,9 +81,12 @@ class Device:
 
     def _set_endpoint(self, endpoint):
         # Tests talk only to servers on this machine; a client with a missing or bad
-        # endpoint may fall back to AnkiWeb.
-        if not (endpoint.endswith("/") and is_loopback(urlsplit(endpoint).hostname)):
-            raise ValueError(f"not a loopback endpoint ending in '/': {endpoint!r}")
+        # endpoint may fall back to AnkiWeb. v11 clients take any address a user may type
+        # (`http://host/anki` too); the legacy endpoint is built by appending to it.
+        if not is_loopback(urlsplit(endpoint).hostname):
+            raise ValueError(f"not a loopback endpoint: {endpoint!r}")
+        if not (V11 or endpoint.endswith("/")):
+            raise ValueError(f"a legacy endpoint must end in '/': {endpoint!r}")
         self.endpoint = endpoint
 
     def _auth(self):

@@ -14,13 +14,16 @@
 //! - [`SyncServer`]: what scenarios need from either server, so one scenario runs on both;
 //! - [`make_dataset`]: large generated collections (`tests/client/make_dataset.py`) for
 //!   benchmarks, which a device takes over with [`Device::open_dataset`];
-//! - [`http_get`]: plain HTTP GETs for non-client endpoints such as `/health`.
+//! - [`http_get`]: plain HTTP GETs for non-client endpoints such as `/health`;
+//! - [`tls`]: a test certificate authority and an HTTPS client that pins a TLS version.
 //!
 //! Every wait is bounded, and all traffic stays on 127.0.0.1. `benches/full_sync.rs`
 //! compiles this module too (process ids for `/proc`, longer device timeouts).
 
 // Each test binary compiles its own copy of this module and uses only part of it.
 #![allow(dead_code)]
+
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -246,7 +249,8 @@ pub fn http_get(endpoint: &str, path: &str) -> (u16, String) {
     try_http_get(endpoint, path).unwrap_or_else(|e| panic!("GET {endpoint} {path}: {e}"))
 }
 
-fn try_http_get(endpoint: &str, path: &str) -> io::Result<(u16, String)> {
+/// [`http_get`] that reports failures instead of panicking.
+pub fn try_http_get(endpoint: &str, path: &str) -> io::Result<(u16, String)> {
     let (status, body) = try_http_request(endpoint, "GET", path, &[], b"")?;
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
@@ -410,6 +414,9 @@ pub struct ServerOptions {
     pub users: Vec<(String, String)>,
     /// Further environment variables, applied last (so they can override the defaults).
     pub extra_env: Vec<(String, String)>,
+    /// Set by [`ServerOptions::with_tls`]: the CA file that the harness trusts to reach the
+    /// server over HTTPS.
+    pub https_ca: Option<PathBuf>,
 }
 
 impl ServerOptions {
@@ -417,8 +424,22 @@ impl ServerOptions {
     pub fn with_user(user: &str, password: &str) -> Self {
         ServerOptions {
             users: vec![(user.to_string(), password.to_string())],
-            extra_env: Vec::new(),
+            ..Default::default()
         }
+    }
+
+    /// Serve HTTPS with `cert` (issued by `ca`): the endpoint becomes `https://`.
+    pub fn with_tls(mut self, ca: &tls::TestCa, cert: &tls::ServerCert) -> Self {
+        self.env("ANKISYNCD_TLS_CERT", &cert.cert.to_string_lossy());
+        self.env("ANKISYNCD_TLS_KEY", &cert.key.to_string_lossy());
+        self.https_ca = Some(ca.ca_file().to_path_buf());
+        self
+    }
+
+    /// Adds an environment variable.
+    pub fn env(&mut self, key: &str, value: &str) -> &mut Self {
+        self.extra_env.push((key.to_string(), value.to_string()));
+        self
     }
 
     fn apply(&self, command: &mut Command) {
@@ -438,6 +459,8 @@ struct ServerProcess {
     child: Option<Child>,
     port: u16,
     log_path: PathBuf,
+    /// Serves HTTPS with a certificate from this CA.
+    https_ca: Option<PathBuf>,
 }
 
 impl ServerProcess {
@@ -447,6 +470,16 @@ impl ServerProcess {
             child: None,
             port: 0,
             log_path,
+            https_ca: None,
+        }
+    }
+
+    fn healthy(&self) -> bool {
+        match &self.https_ca {
+            Some(ca) => {
+                tls::https_get(self.port, "/health", ca, None).is_ok_and(|r| r.status == 200)
+            }
+            None => matches!(try_http_get(&self.endpoint(), "/health"), Ok((200, _))),
         }
     }
 
@@ -473,7 +506,6 @@ impl ServerProcess {
     }
 
     fn wait_until_healthy(&mut self) {
-        let endpoint = self.endpoint();
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             let child = self.child.as_mut().expect("started");
@@ -485,7 +517,7 @@ impl ServerProcess {
                     self.log()
                 );
             }
-            if matches!(try_http_get(&endpoint, "/health"), Ok((200, _))) {
+            if self.healthy() {
                 return;
             }
             if Instant::now() > deadline {
@@ -501,7 +533,12 @@ impl ServerProcess {
     }
 
     fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}/", self.port)
+        let scheme = if self.https_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
     }
 
     fn pid(&self) -> u32 {
@@ -613,8 +650,10 @@ impl Server {
 
     fn start_in(dir: TempDir, options: ServerOptions) -> Server {
         let db_path = dir.path().join("ankisyncd.redb");
+        let mut process = ServerProcess::new("ankisyncd", dir.path().join("server.log"));
+        process.https_ca = options.https_ca.clone();
         let mut server = Server {
-            process: ServerProcess::new("ankisyncd", dir.path().join("server.log")),
+            process,
             options,
             db_path,
             dir,
@@ -639,9 +678,20 @@ impl Server {
         });
     }
 
-    /// The sync endpoint as clients are configured with it: `http://127.0.0.1:PORT/`.
+    /// The sync endpoint as clients are configured with it: `http://127.0.0.1:PORT/`
+    /// (`https://` with [`ServerOptions::with_tls`]).
     pub fn endpoint(&self) -> String {
         self.process.endpoint()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.process.port
+    }
+
+    /// SIGHUP: the server reads its files (TLS certificate) again.
+    pub fn hang_up(&self) {
+        let child = self.process.child.as_ref().expect("server running");
+        signal(child, libc::SIGHUP);
     }
 
     pub fn db_path(&self) -> &Path {
@@ -1090,6 +1140,12 @@ pub struct Device {
 impl Device {
     /// A device with a new, empty collection. Nothing is sent until `login`.
     pub fn new(version: ClientVersion) -> Device {
+        Device::with_env(version, &[])
+    }
+
+    /// A device whose client process gets these environment variables too (e.g.
+    /// `SSL_CERT_FILE`, which the current client's TLS reads its trusted roots from).
+    pub fn with_env(version: ClientVersion, env: &[(&str, &Path)]) -> Device {
         let python = version.python();
         let dir = TempDir::new().expect("create the device directory");
         let stderr = File::create(dir.path().join("driver.log")).expect("create the driver log");
@@ -1107,6 +1163,7 @@ impl Device {
             .stdout(Stdio::piped())
             .stderr(stderr);
         scrub_env(&mut command);
+        command.envs(env.iter().copied());
         let mut process = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start the device driver ({command:?}): {e}"));

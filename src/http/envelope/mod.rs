@@ -27,6 +27,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
+pub(crate) use modern::unknown_header_fields;
 pub(crate) use query::decode_media_begin_query;
 pub(crate) use stream::{decode_post_to_file, encode_file, encode_precompressed_file};
 

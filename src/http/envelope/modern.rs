@@ -34,6 +34,20 @@ pub(super) fn parse_header(value: &HeaderValue) -> Result<SyncHeader, EnvelopeEr
     Ok(header)
 }
 
+/// Keys of an `anki-sync` header this server does not read (for a warning: a newer client
+/// may add some). Empty when the header is absent or not a JSON object.
+pub(crate) fn unknown_header_fields(value: &HeaderValue) -> Vec<String> {
+    const KNOWN: [&str; 4] = ["v", "k", "c", "s"];
+    match serde_json::from_slice::<serde_json::Value>(value.as_bytes()) {
+        Ok(serde_json::Value::Object(map)) => map
+            .keys()
+            .filter(|k| !KNOWN.contains(&k.as_str()))
+            .cloned()
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// serde_json appends "at line 1 column N", which means nothing to someone reading a
 /// one-line header in a log.
 fn without_position(error: &serde_json::Error) -> String {

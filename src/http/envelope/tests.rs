@@ -1060,3 +1060,12 @@ fn limits_follow_max_sync_payload_megs() {
         }
     );
 }
+
+#[test]
+fn unknown_header_fields_are_named() {
+    let value = HeaderValue::from_static(r#"{"v":11,"k":"x","c":"y","s":"z","new":1}"#);
+    assert_eq!(super::unknown_header_fields(&value), ["new"]);
+    let value = HeaderValue::from_static(r#"{"v":11,"k":"x","c":"y","s":"z"}"#);
+    assert!(super::unknown_header_fields(&value).is_empty());
+    assert!(super::unknown_header_fields(&HeaderValue::from_static("[1]")).is_empty());
+}
