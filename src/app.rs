@@ -138,6 +138,11 @@ pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), 
         env!("CARGO_PKG_VERSION"),
         store.path().display()
     );
+    tracing::info!(
+        workers = config.worker_threads(),
+        blocking_threads = config.blocking_threads(),
+        "thread pools"
+    );
     if user_count == 0 {
         tracing::warn!(
             "no users yet: add one with `ankisyncd user add NAME` or SYNC_USER1=name:password"
