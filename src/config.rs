@@ -100,9 +100,7 @@ impl Config {
             .min(MAX_WORKERS)
             .saturating_mul(BLOCKING_THREADS_PER_WORKER)
     }
-}
 
-impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, reason: &str| ConfigError::Invalid {
             key: key.to_string(),
