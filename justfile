@@ -1,4 +1,4 @@
-# Optional shortcuts; every recipe is a plain cargo command you can run yourself.
+# Optional shortcuts; every recipe is a plain cargo command or script you can run yourself.
 
 # Run the server with one user (me / secret) on 127.0.0.1:27701.
 run:
@@ -26,3 +26,19 @@ build:
 # from deploy/ (needs: apt-get install -y nginx-light caddy).
 proxy-test:
     cargo bench --bench behind_proxy
+
+# Static Linux binaries (x86_64, aarch64, armv7) in target/release-artifacts/: scripts/release.
+release *targets:
+    scripts/release {{targets}}
+
+# The aarch64 release binary under qemu user emulation, synced by the real Anki client.
+smoke-aarch64:
+    scripts/smoke-release aarch64-unknown-linux-musl
+
+# The same for the armv7 (32-bit Raspberry Pi OS) binary.
+smoke-armv7:
+    scripts/smoke-release armv7-unknown-linux-musleabihf
+
+# The same smoke test on the x86_64 release binary, natively: the reference figures.
+smoke-x86_64:
+    scripts/smoke-release x86_64-unknown-linux-musl

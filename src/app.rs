@@ -205,6 +205,11 @@ pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), 
         Some(certificates) => Some(certificates.server_config()?),
         None => None,
     };
+    tracing::info!(
+        workers = config.worker_threads(),
+        blocking_threads = config.blocking_threads(),
+        "thread pools"
+    );
 
     let app = Arc::new(App {
         path_prefix: config.path_prefix.clone(),

@@ -197,6 +197,8 @@ pub fn run() -> Result<(), CliError> {
         Command::Serve => {
             init_logging(&config.log_level);
             let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(config.worker_threads())
+                .max_blocking_threads(config.blocking_threads())
                 .enable_all()
                 .build()
                 .map_err(CliError::Runtime)?;

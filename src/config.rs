@@ -71,6 +71,10 @@ pub struct Config {
     pub metrics_per_user: bool,
     /// Built-in HTTPS; off while both paths are empty.
     pub tls: TlsFiles,
+    /// Threads serving connections; 0 means one per CPU core. It also bounds the threads
+    /// that run database work and stream transfers ([`Config::blocking_threads`]), which is
+    /// what bounds the server's memory under many simultaneous syncs.
+    pub workers: usize,
 }
 
 /// The `[tls]` table: PEM files of the certificate chain (leaf first) and its private key.
@@ -218,11 +222,36 @@ impl Default for Config {
             metrics: true,
             metrics_per_user: false,
             tls: TlsFiles::default(),
+            workers: 0,
         }
     }
 }
 
+/// Threads for database work and transfers per worker thread. Such a thread may wait on a
+/// slow client (a transfer streams through it), so there are more of them than cores;
+/// beyond the cap, work waits its turn instead of taking more memory.
+const BLOCKING_THREADS_PER_WORKER: usize = 16;
+
+/// The most `workers` accepted: far beyond any machine's cores, low enough that the
+/// blocking-thread cap derived from it stays sane.
+const MAX_WORKERS: usize = 256;
+
 impl Config {
+    /// Threads serving connections: `workers`, or one per CPU core when it is 0.
+    pub fn worker_threads(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
+    /// The cap on threads running database work, password hashing and streamed transfers.
+    pub fn blocking_threads(&self) -> usize {
+        self.worker_threads()
+            .min(MAX_WORKERS)
+            .saturating_mul(BLOCKING_THREADS_PER_WORKER)
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, reason: &str| ConfigError::Invalid {
             key: key.to_string(),
@@ -242,6 +271,12 @@ impl Config {
         }
         if self.stage_memory_rows < 100 {
             return Err(bad("stage_memory_rows", "must be at least 100"));
+        }
+        if self.workers > MAX_WORKERS {
+            return Err(bad(
+                "workers",
+                &format!("must be at most {MAX_WORKERS} (0 means one per CPU core)"),
+            ));
         }
         if self.login_window_secs == 0 {
             return Err(bad("login_window_secs", "must be at least 1"));
@@ -588,6 +623,23 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("log_level"), "{err}");
+    }
+
+    #[test]
+    fn workers_set_both_thread_pools() {
+        let cores = std::thread::available_parallelism().unwrap().get();
+        let c = load(None, &[], &Overrides::default()).unwrap();
+        assert_eq!(c.worker_threads(), cores);
+        assert_eq!(c.blocking_threads(), cores * BLOCKING_THREADS_PER_WORKER);
+
+        let c = load(None, &[("ANKISYNCD_WORKERS", "2")], &Overrides::default()).unwrap();
+        assert_eq!(c.worker_threads(), 2);
+        assert_eq!(c.blocking_threads(), 32);
+
+        let err = load(None, &[("ANKISYNCD_WORKERS", "257")], &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("workers"), "{err}");
+        let err = load(None, &[("ANKISYNCD_WORKERS", "-1")], &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("workers"), "{err}");
     }
 
     #[test]

@@ -103,8 +103,7 @@ pub(crate) async fn handle(
     };
 
     if let Err(ApiError::Envelope(EnvelopeError::UnsupportedVersion(version))) = &result {
-        app.compat
-            .sync_version(*version, &context.client);
+        app.compat.sync_version(*version, &context.client);
     }
     let response = result.unwrap_or_else(|e| boxed(e.into_response(context.user.as_ref())));
     if let Some(device) = context.device {

@@ -148,7 +148,11 @@ mod tests {
         let mut record = CollectionRecord::empty(0);
         record.modified_ms = 5;
         assert!(store.activate_generation(1, generation, record, 1).unwrap());
-        (dir, store, UserState::new(&UserRef::new(1, "me"), &Default::default()))
+        (
+            dir,
+            store,
+            UserState::new(&UserRef::new(1, "me"), &Default::default()),
+        )
     }
 
     /// (cont, msg) of `meta` for each sync version 8..=11.
