@@ -21,3 +21,11 @@ lint:
 # Optimised binary at target/release/ankisyncd.
 build:
     cargo build --release
+
+# Every benchmark, one after the other (benches/README.md): criterion micro-benchmarks, then
+# full sync, media sync and load against the official server. Takes tens of minutes.
+bench:
+    cargo bench --bench micro
+    cargo bench --bench full_sync
+    cargo bench --bench media_sync
+    cargo bench --bench load

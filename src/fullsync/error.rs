@@ -4,7 +4,7 @@
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum FullSyncError {
+pub enum FullSyncError {
     /// The uploaded file is not a collection we can take; nothing was changed.
     #[error("upload rejected: {0}")]
     Corrupt(String),

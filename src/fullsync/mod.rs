@@ -12,7 +12,8 @@ mod objects;
 mod scratch;
 mod upload;
 
-pub(crate) use download::prepare_download;
-pub(crate) use error::FullSyncError;
-pub(crate) use scratch::{Scratch, ScratchFile};
-pub(crate) use upload::{receive_upload, UploadReply};
+pub use download::{prepare_download, Download};
+pub use error::FullSyncError;
+pub use scratch::Scratch;
+pub(crate) use scratch::ScratchFile;
+pub use upload::{receive_upload, UploadReply};

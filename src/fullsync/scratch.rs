@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Debug)]
-pub(crate) struct Scratch {
+pub struct Scratch {
     dir: PathBuf,
     counter: AtomicU64,
 }
@@ -16,7 +16,7 @@ const SIDECARS: [&str; 4] = ["-wal", "-shm", "-journal", ".raw"];
 
 impl Scratch {
     /// Create (or empty) the scratch directory for `database`.
-    pub(crate) fn open(database: &Path) -> std::io::Result<Scratch> {
+    pub fn open(database: &Path) -> std::io::Result<Scratch> {
         let mut name = database
             .file_name()
             .map(|n| n.to_os_string())
@@ -76,7 +76,7 @@ impl Scratch {
     }
 
     /// Forget every cached download of a user: their collection changed.
-    pub(crate) fn drop_downloads(&self, user_id: u64) {
+    pub fn drop_downloads(&self, user_id: u64) {
         let prefix = format!("download-{user_id}-");
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;

@@ -25,7 +25,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// The bare-string replies of `upload` (protocol.md §4.10): HTTP 200 in every case; the
 /// client treats exactly `OK` as success and shows anything else to the user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum UploadReply {
+pub enum UploadReply {
     Ok,
     TooLarge,
     Corrupt,
@@ -45,7 +45,7 @@ impl UploadReply {
 
 /// Check the received file at `path` and make it the user's collection. A file we refuse is
 /// `Ok(UploadReply::Corrupt)` (logged with the reason); only server faults are errors.
-pub(crate) fn receive_upload(
+pub fn receive_upload(
     store: &Store,
     user_id: u64,
     path: &Path,

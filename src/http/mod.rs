@@ -6,7 +6,7 @@
 
 mod collection;
 mod dispatch;
-mod envelope;
+pub mod envelope;
 mod error;
 mod msync;
 mod pages;
