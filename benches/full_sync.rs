@@ -32,7 +32,8 @@ mod support;
 
 mod common;
 
-use common::{cpu_secs, median_of, reset_peak_rss, rounds, status_mb, BenchServer};
+use common::loadgen::dataset;
+use common::{cpu_secs, load_average, median_of, reset_peak_rss, rounds, status_mb, BenchServer};
 
 use std::fmt::Write as _;
 use std::fs;
@@ -43,14 +44,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use support::{
-    make_dataset, target_dir, ChangesRequired, ClientVersion, Device, OfficialServer, Server,
-    ServerOptions, SyncServer,
+    ChangesRequired, ClientVersion, Device, OfficialServer, Server, ServerOptions, SyncServer,
 };
 
 const USER: &str = "bench";
 const PASSWORD: &str = "bench";
-/// Same seed, same rows: runs on different days compare like with like.
-const SEED: u64 = 1;
 const SIZES: [usize; 2] = [20_000, 100_000];
 /// The harness's 120 s per device command is tight for 100k notes against the official
 /// server on a small machine; a hung transfer still fails, just later.
@@ -181,23 +179,6 @@ fn run(server: &mut impl BenchServer, dataset: &Path, notes: usize) -> Run {
         end_rss_mb,
         log_lines,
     }
-}
-
-/// The generated collection of `notes` notes, made once and kept under
-/// `target/bench-data/` (it depends on the size, the seed and the client that made it).
-fn dataset(notes: usize) -> PathBuf {
-    let dir = target_dir().join("bench-data");
-    fs::create_dir_all(&dir).expect("create target/bench-data");
-    let path = dir.join(format!("notes-{notes}-seed-{SEED}-anki-26.9.3.anki2"));
-    if !path.exists() {
-        // Written beside and renamed, so an interrupted run leaves no half file behind
-        // under the final name.
-        let partial = dir.join(format!("notes-{notes}-seed-{SEED}.partial"));
-        let summary = make_dataset(&partial, notes, SEED);
-        eprintln!("generated {}: {summary}", path.display());
-        fs::rename(&partial, &path).expect("move the dataset into place");
-    }
-    path
 }
 
 // ---------------------------------------------------------------------------------------
@@ -458,20 +439,6 @@ fn targets(sizes: &[(usize, Run, Run)]) -> String {
         );
     }
     out
-}
-
-/// Rounds per server and size (`FULL_SYNC_ROUNDS`, default 3); each metric is reported as
-/// the median over rounds, as single transfers vary by tens of percent on a shared machine.
-/// The 1, 5 and 15 minute load averages: other work on the machine skews every number.
-fn load_average() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default()
 }
 
 /// Each metric's median over `runs` (metric by metric, so the result need not be one of

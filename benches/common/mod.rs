@@ -1,11 +1,17 @@
 //! What the load benchmarks share: the servers as processes to measure, readings of a
-//! process from `/proc` (CPU time, resident memory, its peak), medians over rounds, and the
-//! rounds setting. Each benchmark declares `mod support;` (the test harness) before this.
+//! process from `/proc` (CPU time, resident memory, its peak) and of their data on disk,
+//! medians and percentiles, the rounds setting, and the generated datasets and
+//! protocol-level load generator (`loadgen`, also used by `tests/e2e_loadgen.rs`). Each
+//! benchmark declares `mod support;` (the test harness) before this.
 
 // Each benchmark compiles its own copy of this module and uses only part of it.
 #![allow(dead_code)]
 
+#[path = "../../tests/support/loadgen.rs"]
+pub mod loadgen;
+
 use std::fs;
+use std::path::{Path, PathBuf};
 
 use crate::support::{OfficialServer, Server, SyncServer};
 
@@ -14,6 +20,12 @@ pub trait BenchServer: SyncServer {
     fn pid(&self) -> u32;
     fn log(&self) -> String;
     fn stop(&mut self);
+    /// Bytes of the server's stored data: our database file; the official server's data
+    /// folder (collections, media databases).
+    fn data_bytes(&self) -> u64;
+    /// Bytes of files kept beside the data that can be rebuilt from it: our scratch folder
+    /// (prepared full downloads). The official server keeps none.
+    fn cache_bytes(&self) -> u64;
 }
 
 impl BenchServer for Server {
@@ -25,6 +37,14 @@ impl BenchServer for Server {
     }
     fn stop(&mut self) {
         Server::stop(self);
+    }
+    fn data_bytes(&self) -> u64 {
+        fs::metadata(self.db_path()).map_or(0, |m| m.len())
+    }
+    fn cache_bytes(&self) -> u64 {
+        let mut scratch = self.db_path().as_os_str().to_owned();
+        scratch.push(".scratch");
+        tree_bytes(&PathBuf::from(scratch))
     }
 }
 
@@ -38,6 +58,30 @@ impl BenchServer for OfficialServer {
     fn stop(&mut self) {
         OfficialServer::stop(self);
     }
+    fn data_bytes(&self) -> u64 {
+        tree_bytes(&self.data_dir())
+    }
+    fn cache_bytes(&self) -> u64 {
+        0
+    }
+}
+
+/// Total size of the files under `path` (0 if it does not exist).
+pub fn tree_bytes(path: &Path) -> u64 {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| tree_bytes(&entry.path()))
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// User + system CPU seconds of process `pid`, all its threads included.
@@ -84,6 +128,28 @@ pub fn median_of(mut values: Vec<f64>) -> f64 {
     } else {
         (values[mid - 1] + values[mid]) / 2.0
     }
+}
+
+/// The value at fraction `p` (0..=1) of `sorted` by the nearest-rank method: the smallest
+/// value with at least that fraction of the values at or below it.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// The 1, 5 and 15 minute load averages: other work on the machine skews every number.
+pub fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
 }
 
 /// Rounds to run, from the environment variable `var` (default 3).
