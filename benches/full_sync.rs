@@ -33,7 +33,10 @@ mod support;
 mod common;
 
 use common::loadgen::dataset;
-use common::{cpu_secs, load_average, median_of, reset_peak_rss, rounds, status_mb, BenchServer};
+use common::{
+    announce_our_server, cpu_secs, load_average, median_of, reset_peak_rss, rounds, status_mb,
+    BenchServer,
+};
 
 use std::fmt::Write as _;
 use std::fs;
@@ -465,14 +468,7 @@ fn median(runs: &[Run]) -> Run {
 fn main() {
     // `cargo bench` passes `--bench`; a filter or `--list` from other tooling means nothing
     // here, so every argument is ignored.
-    // The harness runs `TEST_ANKISYNCD_BIN` instead when it is set; say which one this is.
-    match std::env::var_os("TEST_ANKISYNCD_BIN") {
-        Some(other) => eprintln!(
-            "our server: {} (TEST_ANKISYNCD_BIN)",
-            other.to_string_lossy()
-        ),
-        None => eprintln!("our server: {}", env!("CARGO_BIN_EXE_ankisyncd")),
-    }
+    announce_our_server();
     let datasets: Vec<(usize, PathBuf)> = SIZES.iter().map(|&n| (n, dataset(n))).collect();
     let options = ServerOptions::with_user(USER, PASSWORD);
     let rounds = rounds("FULL_SYNC_ROUNDS");

@@ -41,7 +41,8 @@ mod common;
 
 use common::loadgen::{dataset, prepare_upload, Collection, LoadError, PreparedUpload, SyncClient};
 use common::{
-    cpu_secs, load_average, median_of, percentile, reset_peak_rss, status_mb, BenchServer,
+    announce_our_server, cpu_secs, load_average, median_of, percentile, positive_env,
+    reset_peak_rss, status_mb, BenchServer,
 };
 
 use std::collections::BTreeMap;
@@ -161,17 +162,6 @@ struct Kind {
     hashed_passwords: bool,
     /// Prepares a full download after each upload (ours).
     builds_download: bool,
-}
-
-fn env_number(var: &str, default: u64) -> u64 {
-    match std::env::var(var) {
-        Ok(n) => n
-            .parse()
-            .ok()
-            .filter(|&n| n > 0)
-            .unwrap_or_else(|| panic!("{var} must be a positive number: {n:?}")),
-        Err(_) => default,
-    }
 }
 
 /// Panics with the failure and the end of the server's log: the bench must never carry on
@@ -1184,17 +1174,11 @@ fn targets(official: &ServerRun, ours: &ServerRun) -> String {
 
 fn main() {
     // `cargo bench` passes `--bench`; other arguments mean nothing here and are ignored.
-    match std::env::var_os("TEST_ANKISYNCD_BIN") {
-        Some(other) => eprintln!(
-            "our server: {} (TEST_ANKISYNCD_BIN)",
-            other.to_string_lossy()
-        ),
-        None => eprintln!("our server: {}", env!("CARGO_BIN_EXE_ankisyncd")),
-    }
-    let loop_secs = env_number("LOAD_SECS", 15);
+    announce_our_server();
+    let loop_secs = positive_env("LOAD_SECS", 15);
     let settings = Settings {
         loop_secs,
-        hol_uploads: env_number("LOAD_HOL_UPLOADS", 2) as usize,
+        hol_uploads: positive_env("LOAD_HOL_UPLOADS", 2) as usize,
         hol_idle_secs: loop_secs.min(10),
     };
     eprintln!("load average before: {}", load_average());

@@ -154,12 +154,29 @@ pub fn load_average() -> String {
 
 /// Rounds to run, from the environment variable `var` (default 3).
 pub fn rounds(var: &str) -> usize {
+    positive_env(var, 3) as usize
+}
+
+/// A positive number from the environment variable `var`, or `default` when it is unset.
+pub fn positive_env(var: &str, default: u64) -> u64 {
     match std::env::var(var) {
         Ok(n) => n
             .parse()
             .ok()
             .filter(|&n| n > 0)
             .unwrap_or_else(|| panic!("{var} must be a positive number: {n:?}")),
-        Err(_) => 3,
+        Err(_) => default,
+    }
+}
+
+/// Says which build of our server runs: the harness starts `TEST_ANKISYNCD_BIN` instead of
+/// this crate's binary when it is set.
+pub fn announce_our_server() {
+    match std::env::var_os("TEST_ANKISYNCD_BIN") {
+        Some(other) => eprintln!(
+            "our server: {} (TEST_ANKISYNCD_BIN)",
+            other.to_string_lossy()
+        ),
+        None => eprintln!("our server: {}", env!("CARGO_BIN_EXE_ankisyncd")),
     }
 }

@@ -164,8 +164,7 @@ impl Connection {
             stream.set_nodelay(true)?;
             self.open = Some((BufReader::new(stream), Instant::now()));
         }
-        let (reader, used) = self.open.as_mut().expect("just opened");
-        *used = Instant::now();
+        let (reader, _) = self.open.as_mut().expect("just opened");
         reader.get_ref().set_read_timeout(Some(timeout))?;
         reader.get_ref().set_write_timeout(Some(timeout))?;
         Ok(reader)
@@ -173,25 +172,6 @@ impl Connection {
 
     /// POSTs `body` to `path` with the extra `headers`; any failure drops the connection.
     fn post(
-        &mut self,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-        timeout: Duration,
-    ) -> io::Result<Response> {
-        let result = self.try_post(path, headers, body, timeout);
-        match &result {
-            Ok(_) => {
-                if let Some((_, used)) = self.open.as_mut() {
-                    *used = Instant::now();
-                }
-            }
-            Err(_) => self.open = None,
-        }
-        result
-    }
-
-    fn try_post(
         &mut self,
         path: &str,
         headers: &[(&str, &str)],
@@ -208,22 +188,41 @@ impl Connection {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
         head.push_str("\r\n");
-        let reader = self.stream(timeout)?;
-        // One write for small requests: a server may act on the first segment it reads.
-        let mut request = head.into_bytes();
-        if body.len() <= 64 * 1024 {
-            request.extend_from_slice(body);
-            reader.get_mut().write_all(&request)?;
-        } else {
-            reader.get_mut().write_all(&request)?;
-            reader.get_mut().write_all(body)?;
+        let result = self
+            .stream(timeout)
+            .and_then(|reader| exchange(reader, head.into_bytes(), body));
+        match result {
+            Ok((response, keep_alive)) => {
+                match self.open.as_mut() {
+                    Some((_, used)) if keep_alive => *used = Instant::now(),
+                    _ => self.open = None,
+                }
+                Ok(response)
+            }
+            Err(e) => {
+                self.open = None;
+                Err(e)
+            }
         }
-        let (response, keep_alive) = read_response(reader)?;
-        if !keep_alive {
-            self.open = None;
-        }
-        Ok(response)
     }
+}
+
+/// Sends one request and reads its response; also says whether the connection may be
+/// used again.
+fn exchange(
+    reader: &mut BufReader<TcpStream>,
+    mut request: Vec<u8>,
+    body: &[u8],
+) -> io::Result<(Response, bool)> {
+    // One write for small requests: a server may act on the first segment it reads.
+    if body.len() <= 64 * 1024 {
+        request.extend_from_slice(body);
+        reader.get_mut().write_all(&request)?;
+    } else {
+        reader.get_mut().write_all(&request)?;
+        reader.get_mut().write_all(body)?;
+    }
+    read_response(reader)
 }
 
 fn bad_data(what: impl Into<String>) -> io::Error {
