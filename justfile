@@ -42,3 +42,11 @@ smoke-armv7:
 # The same smoke test on the x86_64 release binary, natively: the reference figures.
 smoke-x86_64:
     scripts/smoke-release x86_64-unknown-linux-musl
+
+# Every benchmark, one after the other (benches/README.md): criterion micro-benchmarks, then
+# full sync, media sync and load against the official server. Takes tens of minutes.
+bench:
+    cargo bench --bench micro
+    cargo bench --bench full_sync
+    cargo bench --bench media_sync
+    cargo bench --bench load

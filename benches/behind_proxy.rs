@@ -309,7 +309,7 @@ fn main() {
         .ok()
         .map(|n| n.parse().expect("PROXY_NOTES: a number of notes"))
         .unwrap_or(100_000);
-    let dataset = common::dataset(notes);
+    let dataset = common::loadgen::dataset(notes);
     let ca = TestCa::new();
     let rows: Vec<Row> = [Front::Plain, Front::BuiltIn, Front::Nginx, Front::Caddy]
         .into_iter()

@@ -32,8 +32,10 @@ mod support;
 
 mod common;
 
+use common::loadgen::dataset;
 use common::{
-    cpu_secs, dataset, median_of, metric, reset_peak_rss, rounds, status_mb, BenchServer,
+    announce_our_server, cpu_secs, load_average, median_of, metric, reset_peak_rss, rounds,
+    status_mb, BenchServer,
 };
 
 use std::fmt::Write as _;
@@ -468,20 +470,6 @@ fn targets(sizes: &[(usize, Run, Run)]) -> String {
     out
 }
 
-/// Rounds per server and size (`FULL_SYNC_ROUNDS`, default 3); each metric is reported as
-/// the median over rounds, as single transfers vary by tens of percent on a shared machine.
-/// The 1, 5 and 15 minute load averages: other work on the machine skews every number.
-fn load_average() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default()
-}
-
 /// Each metric's median over `runs` (metric by metric, so the result need not be one of
 /// the runs); the log lines are the last run's.
 fn median(runs: &[Run]) -> Run {
@@ -506,14 +494,7 @@ fn median(runs: &[Run]) -> Run {
 fn main() {
     // `cargo bench` passes `--bench`; a filter or `--list` from other tooling means nothing
     // here, so every argument is ignored.
-    // The harness runs `TEST_ANKISYNCD_BIN` instead when it is set; say which one this is.
-    match std::env::var_os("TEST_ANKISYNCD_BIN") {
-        Some(other) => eprintln!(
-            "our server: {} (TEST_ANKISYNCD_BIN)",
-            other.to_string_lossy()
-        ),
-        None => eprintln!("our server: {}", env!("CARGO_BIN_EXE_ankisyncd")),
-    }
+    announce_our_server();
     let datasets: Vec<(usize, PathBuf)> = SIZES.iter().map(|&n| (n, dataset(n))).collect();
     let options = ServerOptions::with_user(USER, PASSWORD);
     let rounds = rounds("FULL_SYNC_ROUNDS");

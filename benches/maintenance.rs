@@ -26,7 +26,8 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{dataset, median_of, rounds};
+use common::loadgen::dataset;
+use common::{median_of, rounds};
 use support::{ChangesRequired, ClientVersion, Device, Server, ServerOptions};
 
 const NOTES: usize = 100_000;

@@ -110,6 +110,7 @@ pub enum ServeError {
 
 /// Run the server until a shutdown signal.
 pub async fn serve(config: Config, env: BTreeMap<String, String>) -> Result<(), ServeError> {
+    return_large_allocations();
     survive_file_size_limit();
     // Before the database: a mistake in the settings should not wait for a large file.
     let tls = match config.tls.enabled() {
@@ -290,6 +291,31 @@ fn survive_file_size_limit() {
 
 /// Rows deleted per janitor transaction: short enough not to delay anybody's commit.
 const JANITOR_BATCH: usize = 10_000;
+
+/// Allocations at least this large are mapped for themselves and unmapped when freed.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const LARGE_ALLOCATION: libc::c_int = 1024 * 1024;
+
+/// Large allocations (19 MiB for each argon2 password hash, at startup and at every login)
+/// go back to the system when freed. By default glibc raises its mmap threshold after the
+/// first such free and serves later ones from its heaps, which keep them: an idle server
+/// that had hashed the passwords of 130 `SYNC_USERn` held 68 MB instead of 9, and one that
+/// 100 users had logged in to held hundreds of MB (benches/README.md, "Load"). Fixing the
+/// threshold also turns off that adjustment.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn return_large_allocations() {
+    // SAFETY: mallopt only sets a parameter of the allocator; it takes the allocator's own
+    // lock and is safe to call while other threads allocate.
+    let applied = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, LARGE_ALLOCATION) };
+    if applied != 1 {
+        tracing::warn!(
+            "could not set the allocator's mmap threshold; freed memory may stay resident"
+        );
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn return_large_allocations() {}
 
 /// Deletes doomed generations (replaced uploads beyond `keep_generations`, interrupted
 /// uploads, removed users) in short batches, whenever woken and once a minute.

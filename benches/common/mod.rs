@@ -1,15 +1,19 @@
 //! What the load benchmarks share: the servers as processes to measure, readings of a
-//! process from `/proc` (CPU time, resident memory, its peak), medians over rounds, the
-//! rounds setting, and the generated collections. Each benchmark declares `mod support;`
-//! (the test harness) before this.
+//! process from `/proc` (CPU time, resident memory, its peak) and of their data on disk,
+//! medians and percentiles, the rounds setting, and the generated datasets and
+//! protocol-level load generator (`loadgen`, also used by `tests/e2e_loadgen.rs`). Each
+//! benchmark declares `mod support;` (the test harness) before this.
 
 // Each benchmark compiles its own copy of this module and uses only part of it.
 #![allow(dead_code)]
 
-use std::fs;
-use std::path::PathBuf;
+#[path = "../../tests/support/loadgen.rs"]
+pub mod loadgen;
 
-use crate::support::{http_get, make_dataset, target_dir, OfficialServer, Server, SyncServer};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::support::{http_get, OfficialServer, Server, SyncServer};
 
 /// The seed of the generated collections: same seed, same rows, so runs on different days
 /// compare like with like.
@@ -20,6 +24,12 @@ pub trait BenchServer: SyncServer {
     fn pid(&self) -> u32;
     fn log(&self) -> String;
     fn stop(&mut self);
+    /// Bytes of the server's stored data: our database file; the official server's data
+    /// folder (collections, media databases).
+    fn data_bytes(&self) -> u64;
+    /// Bytes of files kept beside the data that can be rebuilt from it: our scratch folder
+    /// (prepared full downloads). The official server keeps none.
+    fn cache_bytes(&self) -> u64;
     /// The `/metrics` page, for servers that have one.
     fn metrics(&self) -> Option<String>;
 }
@@ -41,6 +51,14 @@ impl BenchServer for Server {
     fn stop(&mut self) {
         Server::stop(self);
     }
+    fn data_bytes(&self) -> u64 {
+        fs::metadata(self.db_path()).map_or(0, |m| m.len())
+    }
+    fn cache_bytes(&self) -> u64 {
+        let mut scratch = self.db_path().as_os_str().to_owned();
+        scratch.push(".scratch");
+        tree_bytes(&PathBuf::from(scratch))
+    }
     fn metrics(&self) -> Option<String> {
         // A build from before /metrics (TEST_ANKISYNCD_BIN) answers 404.
         let (status, page) = http_get(&self.endpoint(), "/metrics");
@@ -61,23 +79,30 @@ impl BenchServer for OfficialServer {
     fn metrics(&self) -> Option<String> {
         None
     }
+    fn data_bytes(&self) -> u64 {
+        tree_bytes(&self.data_dir())
+    }
+    fn cache_bytes(&self) -> u64 {
+        0
+    }
 }
 
-/// The generated collection of `notes` notes, made once and kept under
-/// `target/bench-data/` (it depends on the size, the seed and the client that made it).
-pub fn dataset(notes: usize) -> PathBuf {
-    let dir = target_dir().join("bench-data");
-    fs::create_dir_all(&dir).expect("create target/bench-data");
-    let path = dir.join(format!("notes-{notes}-seed-{SEED}-anki-26.9.3.anki2"));
-    if !path.exists() {
-        // Written beside and renamed, so an interrupted run leaves no half file behind
-        // under the final name.
-        let partial = dir.join(format!("notes-{notes}-seed-{SEED}.partial"));
-        let summary = make_dataset(&partial, notes, SEED);
-        eprintln!("generated {}: {summary}", path.display());
-        fs::rename(&partial, &path).expect("move the dataset into place");
+/// Total size of the files under `path` (0 if it does not exist).
+pub fn tree_bytes(path: &Path) -> u64 {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
     }
-    path
+    fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| tree_bytes(&entry.path()))
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// User + system CPU seconds of process `pid`, all its threads included.
@@ -126,14 +151,53 @@ pub fn median_of(mut values: Vec<f64>) -> f64 {
     }
 }
 
+/// The value at fraction `p` (0..=1) of `sorted` by the nearest-rank method: the smallest
+/// value with at least that fraction of the values at or below it.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// The 1, 5 and 15 minute load averages: other work on the machine skews every number.
+pub fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
 /// Rounds to run, from the environment variable `var` (default 3).
 pub fn rounds(var: &str) -> usize {
+    positive_env(var, 3) as usize
+}
+
+/// A positive number from the environment variable `var`, or `default` when it is unset.
+pub fn positive_env(var: &str, default: u64) -> u64 {
     match std::env::var(var) {
         Ok(n) => n
             .parse()
             .ok()
             .filter(|&n| n > 0)
             .unwrap_or_else(|| panic!("{var} must be a positive number: {n:?}")),
-        Err(_) => 3,
+        Err(_) => default,
+    }
+}
+
+/// Says which build of our server runs: the harness starts `TEST_ANKISYNCD_BIN` instead of
+/// this crate's binary when it is set.
+pub fn announce_our_server() {
+    match std::env::var_os("TEST_ANKISYNCD_BIN") {
+        Some(other) => eprintln!(
+            "our server: {} (TEST_ANKISYNCD_BIN)",
+            other.to_string_lossy()
+        ),
+        None => eprintln!("our server: {}", env!("CARGO_BIN_EXE_ankisyncd")),
     }
 }

@@ -18,7 +18,7 @@ use crate::store::{CollectionRecord, ObjectKind, Snapshot, SortField, Store};
 /// (current clients), so a cached download costs a file copy, not a compression
 /// (benches/README.md, cached full download).
 #[derive(Debug)]
-pub(crate) struct Download {
+pub struct Download {
     pub file: File,
     pub len: u64,
     pub compressed: File,
@@ -65,7 +65,7 @@ CREATE INDEX ix_notes_csum ON notes (csum);
 
 /// The collection file for `user_id` as it is now: from the cache when nothing changed since
 /// it was built, else built from one snapshot.
-pub(crate) fn prepare_download(
+pub fn prepare_download(
     store: &Store,
     scratch: &Scratch,
     user_id: u64,

@@ -15,8 +15,10 @@ mod schema18_file;
 mod scratch;
 mod upload;
 
-pub(crate) use download::prepare_download;
-pub(crate) use error::FullSyncError;
+pub use download::{prepare_download, Download};
+pub use error::FullSyncError;
 pub(crate) use schema18_file::write_schema18;
-pub(crate) use scratch::{leftovers as scratch_leftovers, Scratch, ScratchFile};
-pub(crate) use upload::{activate, ingest, receive_upload, ChangeIndex, Ingested, UploadReply};
+pub use scratch::Scratch;
+pub(crate) use scratch::{leftovers as scratch_leftovers, ScratchFile};
+pub(crate) use upload::{activate, ingest, ChangeIndex, Ingested};
+pub use upload::{receive_upload, UploadReply};

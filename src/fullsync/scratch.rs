@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Debug)]
-pub(crate) struct Scratch {
+pub struct Scratch {
     dir: PathBuf,
     counter: AtomicU64,
 }
@@ -48,7 +48,7 @@ pub(crate) fn leftovers(database: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 impl Scratch {
     /// Create (or empty) the scratch directory for `database`.
-    pub(crate) fn open(database: &Path) -> std::io::Result<Scratch> {
+    pub fn open(database: &Path) -> std::io::Result<Scratch> {
         let dir = dir_for(database);
         if dir.exists() {
             let mut removed = 0;
@@ -103,7 +103,7 @@ impl Scratch {
     }
 
     /// Forget every cached download of a user: their collection changed.
-    pub(crate) fn drop_downloads(&self, user_id: u64) {
+    pub fn drop_downloads(&self, user_id: u64) {
         let prefix = format!("download-{user_id}-");
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;

@@ -28,7 +28,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// The bare-string replies of `upload` (protocol.md §4.10): HTTP 200 in every case; the
 /// client treats exactly `OK` as success and shows anything else to the user.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum UploadReply {
+pub enum UploadReply {
     Ok,
     TooLarge,
     Corrupt,
@@ -71,7 +71,7 @@ pub(crate) struct Ingested {
 /// Check the received file at `path` and make it the user's collection. A file we refuse is
 /// an `UploadReply` the client shows (logged with the reason); only server faults are
 /// errors. `quota` is the collection quota in bytes.
-pub(crate) fn receive_upload(
+pub fn receive_upload(
     store: &Store,
     user_id: u64,
     path: &Path,

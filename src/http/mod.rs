@@ -7,7 +7,7 @@
 
 mod collection;
 mod dispatch;
-mod envelope;
+pub mod envelope;
 mod error;
 mod metered;
 mod msync;

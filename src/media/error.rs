@@ -27,7 +27,7 @@ pub(crate) enum MediaError {
 
 /// Why an upload zip was refused. Nothing of a refused zip is stored.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub(crate) enum BadUpload {
+pub enum BadUpload {
     #[error("not a readable zip archive: {0}")]
     NotAZip(String),
     #[error("the zip has no _meta entry")]

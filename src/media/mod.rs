@@ -24,10 +24,12 @@ pub(crate) use begin::{begin, BeginRequest};
 pub(crate) use changes::media_changes;
 pub(crate) use digests::Digests;
 pub(crate) use download::{download_files, DownloadFilesRequest};
-pub(crate) use error::{BadUpload, MediaError};
+pub use error::BadUpload;
+pub(crate) use error::MediaError;
 pub(crate) use filename::problem as filename_problem;
 pub(crate) use sanity::media_sanity;
 pub(crate) use upload::upload_changes;
+pub use upload::UploadZip;
 
 /// Most files in one zip, either way (protocol.md §5.4, §5.5).
 pub(crate) const MAX_FILES_PER_ZIP: usize = 25;

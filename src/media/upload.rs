@@ -69,12 +69,12 @@ pub(crate) fn upload_changes(
 }
 
 /// An upload zip being read.
-pub(crate) struct UploadZip<R> {
+pub struct UploadZip<R> {
     archive: ZipArchive<R>,
 }
 
 impl<R: Read + Seek> UploadZip<R> {
-    pub(crate) fn open(reader: R) -> Result<Self, BadUpload> {
+    pub fn open(reader: R) -> Result<Self, BadUpload> {
         let archive = ZipArchive::new(reader).map_err(|e| BadUpload::NotAZip(e.to_string()))?;
         if archive.len() > MAX_FILES_PER_ZIP + 1 {
             return Err(BadUpload::TooManyEntries(archive.len()));
@@ -84,7 +84,7 @@ impl<R: Read + Seek> UploadZip<R> {
 
     /// Check every change and hash every file, in `_meta` order; the first problem refuses
     /// the whole zip.
-    pub(crate) fn check(&mut self) -> Result<Vec<MediaUpdate>, BadUpload> {
+    pub fn check(&mut self) -> Result<Vec<MediaUpdate>, BadUpload> {
         let meta = self.read_meta()?;
         if meta.len() > MAX_FILES_PER_ZIP {
             return Err(BadUpload::TooManyFiles(meta.len()));

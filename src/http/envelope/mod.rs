@@ -51,7 +51,7 @@ const KIB: u64 = 1024;
 
 /// Byte budgets for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Limits {
+pub struct Limits {
     /// Compressed bytes read from the wire; exceeding it is `TooLarge` (HTTP 413).
     pub max_body: u64,
     /// Bytes a request body may decompress to; exceeding it is `DecompressedTooLarge`.
@@ -62,7 +62,7 @@ impl Limits {
     /// Limits derived the way the official server derives them from
     /// `MAX_SYNC_PAYLOAD_MEGS` (spec §1.5): the body cap is that many MiB and the
     /// decompressed cap three times as much.
-    pub(crate) fn from_payload_megs(megs: u64) -> Self {
+    pub fn from_payload_megs(megs: u64) -> Self {
         let max_body = megs.saturating_mul(MIB);
         Limits {
             max_body,
@@ -83,7 +83,7 @@ impl Default for Limits {
 /// the official server answers a request with an `anki-sync` header declaring a version below
 /// 11 in plain bytes, as it does every legacy request (spec §1.1: zstd ⇔ v ≥ 11).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Envelope {
+pub enum Envelope {
     /// zstd body with `anki-original-size`: `anki-sync` requests of version 11.
     Modern,
     /// Plain bytes: multipart (+gzip) requests, `GET /msync/begin`, and `anki-sync` requests
@@ -104,7 +104,7 @@ impl Envelope {
 
 /// A request with its envelope removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SyncRequest {
+pub struct SyncRequest {
     pub envelope: Envelope,
     /// From the header for modern requests; always 10 for legacy ones.
     pub sync_version: u8,
@@ -122,7 +122,7 @@ pub(crate) struct SyncRequest {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum EnvelopeError {
+pub enum EnvelopeError {
     #[error("bad anki-sync header: {0}")]
     BadHeader(String),
     #[error(
@@ -202,7 +202,7 @@ impl fmt::Display for Size {
 
 /// Decodes a POST body. The envelope is chosen by the presence of the `anki-sync` header,
 /// never by version (spec §1.2, §6.3).
-pub(crate) async fn decode_post<B>(
+pub async fn decode_post<B>(
     headers: &HeaderMap,
     body: B,
     limits: &Limits,
@@ -257,10 +257,7 @@ pub(crate) fn header_host_key(
 }
 
 /// Encodes a successful response body in the request's envelope.
-pub(crate) fn encode_ok(
-    envelope: &Envelope,
-    body: Bytes,
-) -> Result<Response<Full<Bytes>>, EnvelopeError> {
+pub fn encode_ok(envelope: &Envelope, body: Bytes) -> Result<Response<Full<Bytes>>, EnvelopeError> {
     let response = match envelope {
         Envelope::Modern => {
             let original_size = original_size_header(body.len())?;
