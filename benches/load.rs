@@ -41,7 +41,7 @@ mod common;
 
 use common::loadgen::{dataset, prepare_upload, Collection, LoadError, PreparedUpload, SyncClient};
 use common::{
-    announce_our_server, cpu_secs, load_average, median_of, percentile, positive_env,
+    announce_our_server, cpu_secs, load_average, median_of, metric, percentile, positive_env,
     reset_peak_rss, status_mb, BenchServer,
 };
 
@@ -307,11 +307,62 @@ fn sync_loop(
 
 fn timed_loop(server: &impl BenchServer, workers: &mut [Worker], secs: u64) -> LoopStats {
     settle(server.pid());
+    let before = server.metrics().map(|page| SyncCounts::from_page(&page));
     let deadline = Instant::now() + Duration::from_secs(secs);
-    sync_loop(server, workers, Instant::now(), &|| {
+    let stats = sync_loop(server, workers, Instant::now(), &|| {
         Instant::now() >= deadline
     })
-    .1
+    .1;
+    if let Some(before) = before {
+        check_metrics(server, before, stats.syncs);
+    }
+    stats
+}
+
+/// What `/metrics` says about normal syncs: completed syncs and `finish` requests answered.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct SyncCounts {
+    syncs: f64,
+    finishes: f64,
+}
+
+impl SyncCounts {
+    fn from_page(page: &str) -> SyncCounts {
+        SyncCounts {
+            syncs: metric(
+                page,
+                r#"ankisyncd_sync_duration_seconds_count{kind="normal"}"#,
+            ),
+            finishes: metric(
+                page,
+                r#"ankisyncd_requests_total{method="sync/finish",status="200"}"#,
+            ),
+        }
+    }
+}
+
+/// The server's own count of the loop's syncs must equal the generator's. A sync is counted
+/// once its reply's last byte is sent, which can trail the generator's read of it by a moment:
+/// polled, bounded.
+fn check_metrics(server: &impl BenchServer, before: SyncCounts, syncs: usize) {
+    let expected = syncs as f64;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let page = server.metrics().unwrap_or_default();
+        let now = SyncCounts::from_page(&page);
+        let seen = SyncCounts {
+            syncs: now.syncs - before.syncs,
+            finishes: now.finishes - before.finishes,
+        };
+        if seen.syncs == expected && seen.finishes == expected {
+            eprintln!("  /metrics agrees: {syncs} normal syncs, {syncs} finish requests");
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("/metrics disagrees with the generator's {syncs} syncs: {seen:?}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Head-of-line: the workers' syncs alone, then while user `BIG_USER` full-uploads `large`
