@@ -56,8 +56,8 @@ enum Command {
     #[command(subcommand)]
     User(UserCommand),
     /// Write a consistent copy of the database to OUT (atomically: OUT is complete or
-    /// untouched). Works on a stopped server's file; a running server takes scheduled
-    /// backups ([backup] in the config).
+    /// untouched). A running server writes it (through its admin socket) while syncs go
+    /// on; with no server running, the command copies the file itself.
     Backup { out: PathBuf },
     /// Verify the database of a stopped server: redb's own integrity check, then
     /// ankisyncd's invariants. Exits non-zero when something is wrong.
