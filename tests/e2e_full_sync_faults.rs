@@ -233,6 +233,10 @@ fn a_client_hanging_up_mid_upload_changes_nothing() {
         "the server refused the cut-off body:\n{}",
         server.log()
     );
+    assert!(
+        scratch_uploads(&server).is_empty(),
+        "the partial upload is removed"
+    );
     assert_eq!(http_get(&server.endpoint(), "/health").0, 200);
     assert_collection_untouched(&server, &mut a);
 }
