@@ -498,12 +498,12 @@ mod tests {
     use super::super::temp_store;
     use super::*;
 
-    use super::super::test_note as note;
+    use crate::store::fixture;
 
     fn upload(store: &Store, user: u64, text: &str, modified_ms: i64) -> u64 {
         let generation = store.begin_generation(user, 0, modified_ms).unwrap();
         let batch = RowBatch {
-            notes: vec![(1, note(text))],
+            notes: vec![(1, fixture::note(text, 0))],
             objects: vec![(
                 ObjectKind::Tag as u8,
                 text.to_string(),
@@ -593,7 +593,7 @@ mod tests {
             .write_batch(
                 generation.id,
                 &RowBatch {
-                    notes: vec![(1, note("half"))],
+                    notes: vec![(1, fixture::note("half", 0))],
                     ..Default::default()
                 },
             )

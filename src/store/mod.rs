@@ -371,23 +371,6 @@ impl Store {
     }
 }
 
-/// A note whose text is `text` (guid, fields and sort field), for tests of row storage.
-#[cfg(test)]
-pub(crate) fn test_note(text: &str) -> NoteRow {
-    NoteRow {
-        guid: text.into(),
-        mid: 1,
-        modified: 1,
-        usn: 0,
-        tags: String::new(),
-        fields: text.into(),
-        sort_field: SortField::Text(text.into()),
-        checksum: 0,
-        flags: 0,
-        data: String::new(),
-    }
-}
-
 #[cfg(test)]
 pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");

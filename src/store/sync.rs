@@ -369,7 +369,7 @@ mod tests {
     use super::super::{temp_store, RowBatch};
     use super::*;
 
-    use super::super::test_note as note;
+    use crate::store::fixture;
 
     fn object(json: &str) -> ObjectRecord {
         ObjectRecord {
@@ -384,7 +384,7 @@ mod tests {
         store.set_user("a", "h", 0).unwrap();
         let generation = store.begin_generation(1, 0, 0).unwrap();
         let batch = RowBatch {
-            notes: vec![(1, note("one")), (2, note("two"))],
+            notes: vec![(1, fixture::note("one", 0)), (2, fixture::note("two", 0))],
             objects: vec![(ObjectKind::Config as u8, "k".into(), object("1"))],
             ..Default::default()
         };
@@ -402,7 +402,10 @@ mod tests {
 
     fn growing_sync() -> SyncCommit {
         SyncCommit {
-            notes: vec![(1, Some(note(&"longer ".repeat(50)))), (2, None)],
+            notes: vec![
+                (1, Some(fixture::note(&"longer ".repeat(50), 0))),
+                (2, None),
+            ],
             revlog: vec![(
                 5,
                 RevlogRow {
@@ -454,7 +457,10 @@ mod tests {
         assert_eq!(store.collection(1).unwrap().unwrap(), before);
         assert_eq!(recount(&store, generation), current, "no row changed");
         let snapshot = store.snapshot().unwrap();
-        assert_eq!(snapshot.note(generation, 2).unwrap(), Some(note("two")));
+        assert_eq!(
+            snapshot.note(generation, 2).unwrap(),
+            Some(fixture::note("two", 0))
+        );
     }
 
     #[test]
