@@ -7,7 +7,9 @@
 
 mod support;
 
-use support::{http_get, ChangesRequired, ClientVersion, Device, Server, ServerOptions};
+use support::{
+    http_get, uploaded_pair, ChangesRequired, ClientVersion, Device, Server, ServerOptions,
+};
 
 /// What the current client shows for any 5xx (its own text; the body is not shown).
 const SERVER_ERROR: &str = "AnkiWeb encountered a problem. Please try again in a few minutes.";
@@ -15,15 +17,7 @@ const SERVER_ERROR: &str = "AnkiWeb encountered a problem. Please try again in a
 /// A server whose user has uploaded from A and downloaded to B.
 fn two_devices() -> (Server, Device, Device) {
     let server = Server::start(ServerOptions::with_user("user", "pass"));
-    let mut a = Device::new(ClientVersion::Current);
-    a.login("user", "pass", &server.endpoint()).unwrap();
-    a.add_rich_content("before the fault");
-    assert_eq!(a.sync().unwrap().required, ChangesRequired::FullUpload);
-    a.full_upload().unwrap();
-    let mut b = Device::new(ClientVersion::Current);
-    b.login("user", "pass", &server.endpoint()).unwrap();
-    assert_eq!(b.sync().unwrap().required, ChangesRequired::FullDownload);
-    b.full_download().unwrap();
+    let (a, b) = uploaded_pair(&server, "user", "pass", "before the fault");
     (server, a, b)
 }
 

@@ -4,21 +4,13 @@
 
 mod support;
 
-use support::{ChangesRequired, ClientVersion, Device, Server, ServerOptions};
+use support::{uploaded_pair, ChangesRequired, ClientVersion, Device, Server, ServerOptions};
 
 /// A and B share a collection; A adds notes and syncs into a server that dies at `point`.
 /// Returns whether a fresh device found A's notes on the restarted server.
 fn crash_during_sync(point: &str) -> bool {
     let mut server = Server::start(ServerOptions::with_user("user", "pass"));
-    let mut a = Device::new(ClientVersion::Current);
-    a.login("user", "pass", &server.endpoint()).unwrap();
-    a.add_rich_content("base");
-    assert_eq!(a.sync().unwrap().required, ChangesRequired::FullUpload);
-    a.full_upload().unwrap();
-    let mut b = Device::new(ClientVersion::Current);
-    b.login("user", "pass", &server.endpoint()).unwrap();
-    assert_eq!(b.sync().unwrap().required, ChangesRequired::FullDownload);
-    b.full_download().unwrap();
+    let (mut a, mut b) = uploaded_pair(&server, "user", "pass", "base");
 
     server.options_mut().extra_env = vec![("TEST_ANKISYNCD_CRASH".into(), point.into())];
     a.set_endpoint(&server.restart());

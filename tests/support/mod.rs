@@ -1492,6 +1492,26 @@ impl Device {
     }
 }
 
+/// Devices A and B of `user`, in step: A, holding `add_rich_content(label)`, made the first
+/// full upload, and B, new, downloaded it (both with the current client).
+pub fn uploaded_pair(
+    server: &impl SyncServer,
+    user: &str,
+    password: &str,
+    label: &str,
+) -> (Device, Device) {
+    let mut a = Device::new(ClientVersion::Current);
+    a.login(user, password, &server.endpoint()).unwrap();
+    a.add_rich_content(label);
+    assert_eq!(a.sync().unwrap().required, ChangesRequired::FullUpload);
+    a.full_upload().unwrap();
+    let mut b = Device::new(ClientVersion::Current);
+    b.login(user, password, &server.endpoint()).unwrap();
+    assert_eq!(b.sync().unwrap().required, ChangesRequired::FullDownload);
+    b.full_download().unwrap();
+    (a, b)
+}
+
 /// Runs `sync` on all `devices` at the same moment, each from its own thread (released
 /// together by a barrier), and returns their results in the same order. For two devices of
 /// one user racing each other on the server.
