@@ -1224,9 +1224,39 @@ fn targets(official: &ServerRun, ours: &ServerRun) -> String {
     out
 }
 
+/// `LOAD_PROFILE=SECS`: only our server, 32 users syncing for SECS seconds, with the
+/// server's PID printed first so a profiler can attach (`perf record -g -p PID`); no table.
+fn profile(secs: u64) {
+    let small = prepare_upload(
+        &dataset(SMALL_NOTES),
+        TempDir::new().expect("scratch").path(),
+    );
+    let server = Server::start(load_options(false));
+    let mut workers = start_users(&server, &small, 0, 32);
+    settle(server.pid());
+    eprintln!(
+        "PID {} — 32 users syncing for {secs} s starting in 3 s",
+        server.pid()
+    );
+    thread::sleep(Duration::from_secs(3));
+    let stats = timed_loop(&server, &mut workers, secs);
+    eprintln!(
+        "{} syncs, {:.1}/s, p99 {:.1} ms, server CPU per sync {:.2} ms, generator {:.2} ms",
+        stats.syncs,
+        stats.per_sec(),
+        stats.p(0.99),
+        stats.server_ms_per_sync(),
+        stats.generator_ms_per_sync()
+    );
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; other arguments mean nothing here and are ignored.
     announce_our_server();
+    if let Ok(secs) = std::env::var("LOAD_PROFILE") {
+        profile(secs.parse().expect("LOAD_PROFILE is a number of seconds"));
+        return;
+    }
     let loop_secs = positive_env("LOAD_SECS", 15);
     let settings = Settings {
         loop_secs,

@@ -1,7 +1,7 @@
 //! The public face of a supervisor: a cheap, cloneable handle that domain code holds.
 //! It owns the caller's side of a job's journey (submitting, resubmitting a bounced
 //! job, waiting for the result) and credential lookups. It must never expose ractor
-//! types, and never run directory or job code on an async worker thread.
+//! types, and never run job code itself.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use ractor::{Actor, ActorRef};
 
 use crate::directory::Directory;
 use crate::error::ActorError;
-use crate::job::{self, Envelope};
+use crate::job::{self, Envelope, Placement};
 use crate::supervisor::{SupervisorActor, SupervisorMsg};
 use crate::user::Init;
 
@@ -83,32 +83,51 @@ impl<D: Directory, S: Send + 'static> SupervisorHandle<D, S> {
         })
     }
 
-    /// Resolve a client credential to a user key through [`Directory::resolve`], run on
-    /// the blocking pool. Unknown credentials give [`ActorError::UnknownCredential`].
-    pub async fn resolve(&self, credential: &str) -> Result<D::Key, ActorError<D::Error>> {
-        let directory = Arc::clone(&self.inner.directory);
-        let credential = credential.to_owned();
-        match tokio::task::spawn_blocking(move || directory.resolve(&credential)).await {
-            Ok(Ok(Some(key))) => Ok(key),
-            Ok(Ok(None)) => Err(ActorError::UnknownCredential),
-            Ok(Err(err)) => Err(ActorError::Directory(err)),
-            Err(join) if join.is_panic() => Err(ActorError::JobPanicked),
-            Err(_) => Err(ActorError::ShuttingDown),
+    /// Resolve a client credential to a user key through [`Directory::resolve`], on the
+    /// calling thread: it is one point read, cheaper than a hop to the blocking pool and
+    /// back. Unknown credentials give [`ActorError::UnknownCredential`].
+    pub fn resolve(&self, credential: &str) -> Result<D::Key, ActorError<D::Error>> {
+        match self.inner.directory.resolve(credential) {
+            Ok(Some(key)) => Ok(key),
+            Ok(None) => Err(ActorError::UnknownCredential),
+            Err(err) => Err(ActorError::Directory(err)),
         }
     }
 
-    /// Run `job` on the user's actor (spawning it if needed), after that user's jobs
-    /// submitted before it; returns the job's result. The job runs exactly once, or an
-    /// error is returned and it never ran ([`ActorError::Interrupted`] excepted).
-    /// Dropping the returned future does not cancel a job already submitted.
+    /// Run `job` on the user's actor (spawning it if needed), on the blocking pool, after
+    /// that user's jobs submitted before it; returns the job's result. The job runs
+    /// exactly once, or an error is returned and it never ran ([`ActorError::Interrupted`]
+    /// excepted). Dropping the returned future does not cancel a job already submitted.
     pub async fn run<R: Send + 'static>(
         &self,
         key: &D::Key,
         job: impl FnOnce(&mut S) -> R + Send + 'static,
     ) -> Result<R, ActorError<D::Error>> {
+        self.submit(key, job, Placement::BlockingPool).await
+    }
+
+    /// As [`SupervisorHandle::run`], but the job runs on the actor's own task (an async
+    /// worker) once the user's state exists: for jobs that take microseconds and never
+    /// block (in-memory work and point reads), where the hop to the blocking pool and back
+    /// would cost more than the job itself. Still one job at a time per user, in order with
+    /// the user's other jobs.
+    pub async fn run_inline<R: Send + 'static>(
+        &self,
+        key: &D::Key,
+        job: impl FnOnce(&mut S) -> R + Send + 'static,
+    ) -> Result<R, ActorError<D::Error>> {
+        self.submit(key, job, Placement::Inline).await
+    }
+
+    async fn submit<R: Send + 'static>(
+        &self,
+        key: &D::Key,
+        job: impl FnOnce(&mut S) -> R + Send + 'static,
+        placement: Placement,
+    ) -> Result<R, ActorError<D::Error>> {
         let (mut job, reply) = job::erase(job);
         for _ in 0..MAX_ATTEMPTS {
-            let (envelope, bounced) = Envelope::seal(job);
+            let (envelope, bounced) = Envelope::seal(job, placement);
             let submit = SupervisorMsg::Submit {
                 key: key.clone(),
                 envelope,

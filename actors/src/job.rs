@@ -85,23 +85,44 @@ where
     (Box::new(TypedJob { f, reply }), rx)
 }
 
+/// Where a user actor runs a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// On tokio's blocking pool: anything that may block (a durable commit, file I/O) or
+    /// run long.
+    BlockingPool,
+    /// On the actor's own task, an async worker: only for jobs that finish in microseconds
+    /// and never block, where the hop to the blocking pool and back (two context switches)
+    /// would cost more than the job.
+    Inline,
+}
+
 /// Carries one job through the supervisor to a user actor.
 pub(crate) struct Envelope<S> {
     job: Option<BoxedJob<S>>,
     bounce: Option<oneshot::Sender<BoxedJob<S>>>,
+    placement: Placement,
 }
 
 impl<S> Envelope<S> {
     /// Seal `job`; if the envelope is dropped with the job still inside, the job
     /// arrives on the returned receiver. If the job leaves it (taken or refused), the
     /// receiver reports closed instead.
-    pub(crate) fn seal(job: BoxedJob<S>) -> (Self, oneshot::Receiver<BoxedJob<S>>) {
+    pub(crate) fn seal(
+        job: BoxedJob<S>,
+        placement: Placement,
+    ) -> (Self, oneshot::Receiver<BoxedJob<S>>) {
         let (bounce, rx) = oneshot::channel();
         let envelope = Envelope {
             job: Some(job),
             bounce: Some(bounce),
+            placement,
         };
         (envelope, rx)
+    }
+
+    pub(crate) fn placement(&self) -> Placement {
+        self.placement
     }
 
     /// Take the job out to run it. From here on it can no longer bounce.
@@ -147,7 +168,7 @@ mod tests {
             *s += 1;
             *s
         });
-        let (envelope, mut bounce) = Envelope::seal(job);
+        let (envelope, mut bounce) = Envelope::seal(job, Placement::BlockingPool);
         drop(envelope);
         let job = bounce.try_recv().expect("job bounced");
         assert!(reply.try_recv().is_err(), "nothing was run");
@@ -159,7 +180,7 @@ mod tests {
     #[test]
     fn opened_envelope_does_not_bounce() {
         let (job, _reply) = erase(|_: &mut ()| ());
-        let (envelope, mut bounce) = Envelope::seal(job);
+        let (envelope, mut bounce) = Envelope::seal(job, Placement::BlockingPool);
         let job = envelope.open();
         assert!(job.is_some());
         assert!(matches!(
@@ -171,7 +192,7 @@ mod tests {
     #[test]
     fn refused_envelope_reports_the_reason() {
         let (job, mut reply) = erase(|_: &mut ()| ());
-        let (envelope, mut bounce) = Envelope::seal(job);
+        let (envelope, mut bounce) = Envelope::seal(job, Placement::BlockingPool);
         envelope.refuse(Failure::ShuttingDown);
         assert!(bounce.try_recv().is_err());
         assert_eq!(reply.try_recv().expect("reply"), Err(Failure::ShuttingDown));

@@ -27,10 +27,6 @@ impl Directory for TestDirectory {
     fn resolve(&self, credential: &str) -> Result<Option<u32>, Broken> {
         match credential {
             "broken" => Err(Broken),
-            "slow" => {
-                std::thread::sleep(Duration::from_millis(200));
-                Ok(Some(0))
-            }
             _ => Ok(self.users.get(credential).copied()),
         }
     }
@@ -165,9 +161,14 @@ async fn jobs_of_one_user_never_overlap() {
 async fn jobs_from_one_caller_run_in_submission_order_on_one_state() {
     let (handle, counters) = start(LONG).await;
     for i in 0..20u32 {
-        bounded(handle.run(&1, move |state| state.log.push(i)))
-            .await
-            .expect("job");
+        // Inline and blocking-pool jobs share one queue and one state.
+        let job = move |state: &mut Tracked| state.log.push(i);
+        let ran = if i % 3 == 0 {
+            bounded(handle.run_inline(&1, job)).await
+        } else {
+            bounded(handle.run(&1, job)).await
+        };
+        ran.expect("job");
     }
     let log = bounded(handle.run(&1, |state| state.log.clone()))
         .await
@@ -350,6 +351,51 @@ async fn panicking_job_discards_only_that_users_state() {
     assert_eq!(handle.active_users().await, 2);
 }
 
+/// On a one-thread runtime, a job on the runtime's thread is one that ran inline.
+#[tokio::test(flavor = "current_thread")]
+async fn inline_jobs_run_on_the_actors_task_once_the_state_exists() {
+    let (handle, counters) = start(LONG).await;
+    let runtime = std::thread::current().id();
+    let here = || std::thread::current().id();
+    // Building the state may read the database: the blocking pool, even for an inline job.
+    let first = bounded(handle.run_inline(&1, move |state| {
+        state.value = 1;
+        here()
+    }))
+    .await
+    .expect("job");
+    assert_ne!(
+        first, runtime,
+        "the first job builds the state off the runtime"
+    );
+    let second = bounded(handle.run_inline(&1, move |state| {
+        state.value += 1;
+        (here(), state.value)
+    }))
+    .await
+    .expect("job");
+    assert_eq!(second, (runtime, 2), "inline, on the same state");
+    let blocking = bounded(handle.run(&1, move |_| here())).await.expect("job");
+    assert_ne!(blocking, runtime, "`run` stays on the blocking pool");
+    assert_eq!(counters.inits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_inline_job_discards_the_state() {
+    let (handle, counters) = start(LONG).await;
+    bounded(handle.run_inline(&1, |state| state.value = 42))
+        .await
+        .expect("job");
+    let result = bounded(handle.run_inline(&1, |_| -> () { panic!("inline job blew up") })).await;
+    assert!(matches!(result, Err(ActorError::JobPanicked)), "{result:?}");
+    assert_eq!(counters.drops.load(Ordering::SeqCst), 1, "state dropped");
+    let fresh = bounded(handle.run_inline(&1, |state| state.value))
+        .await
+        .expect("job");
+    assert_eq!(fresh, 0, "the next job gets a fresh state");
+    assert_eq!(counters.inits.load(Ordering::SeqCst), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panicking_init_reports_job_panicked_and_spares_the_supervisor() {
     let (handle, _) = start(LONG).await;
@@ -451,37 +497,17 @@ async fn dropping_the_last_handle_shuts_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolve_maps_directory_answers() {
     let (handle, _) = start(LONG).await;
-    assert_eq!(bounded(handle.resolve("bob-key")).await.expect("known"), 2);
-    let unknown = bounded(handle.resolve("nobody")).await;
+    assert_eq!(handle.resolve("bob-key").expect("known"), 2);
+    let unknown = handle.resolve("nobody");
     assert!(
         matches!(unknown, Err(ActorError::UnknownCredential)),
         "{unknown:?}"
     );
-    let broken = bounded(handle.resolve("broken")).await;
+    let broken = handle.resolve("broken");
     assert!(
         matches!(broken, Err(ActorError::Directory(Broken))),
         "{broken:?}"
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resolve_runs_on_the_blocking_pool() {
-    let (handle, _) = start(LONG).await;
-    // Six 200 ms lookups on two workers: on the workers this takes >= 600 ms.
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..6 {
-        let handle = handle.clone();
-        tasks.spawn(async move { handle.resolve("slow").await });
-    }
-    bounded(async {
-        while let Some(result) = tasks.join_next().await {
-            result.expect("task").expect("lookup");
-        }
-    })
-    .await;
-    let elapsed = started.elapsed();
-    assert!(elapsed < Duration::from_millis(450), "took {elapsed:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,9 +1,10 @@
 //! One user's actor: it owns that user's in-memory state `S` and is the user's write
-//! lock, running one job at a time on tokio's blocking pool while holding its mailbox.
+//! lock, running one job at a time while holding its mailbox: on tokio's blocking pool, or
+//! on its own task for a job its caller placed inline (microseconds, never blocking).
 //! It also notices its own idleness and tells the supervisor, which alone decides to
-//! retire it. It must never run a job on an async worker thread, never run two jobs at
-//! once, and never stop itself (the supervisor must know first, or a job could be
-//! forwarded to an actor that is already gone).
+//! retire it. It must never run a job on an async worker thread unless it was placed
+//! inline, never run two jobs at once, and never stop itself (the supervisor must know
+//! first, or a job could be forwarded to an actor that is already gone).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::time::Instant;
 
 use crate::error::Failure;
-use crate::job::{panic_message, BoxedJob, Envelope};
+use crate::job::{panic_message, BoxedJob, Envelope, Placement};
 use crate::supervisor::{SupervisorMsg, UserKey};
 
 /// Builds a fresh state for a user.
@@ -54,6 +55,31 @@ impl<K: UserKey, S: Send + 'static> UserActor<K, S> {
     fn arm_idle_check(&self, myself: &ActorRef<UserMsg<S>>, after: Duration) {
         // The timer task is detached: if the actor is gone by then, the send just fails.
         drop(myself.send_after(after.max(MIN_CHECK_DELAY), || UserMsg::IdleCheck));
+    }
+
+    /// Run a job the caller placed inline, on this task, when the state exists; building
+    /// the state (which may read the database) and anything else go to the blocking pool.
+    async fn run(&self, job: BoxedJob<S>, placement: Placement, user: &mut UserState<S>) {
+        match (placement, user.state.as_mut()) {
+            (Placement::Inline, Some(state)) => {
+                if let Err(panicked) = job.run(state) {
+                    // As on the blocking pool: discard the state, then tell the caller.
+                    let state = user.state.take();
+                    let _ = catch_unwind(AssertUnwindSafe(|| drop(state)));
+                    self.report_panic(&panicked.report());
+                }
+            }
+            _ => self.run_job(job, user).await,
+        }
+    }
+
+    fn report_panic(&self, message: &str) {
+        tracing::warn!(
+            supervisor = %self.name,
+            key = ?self.key,
+            panic = %message,
+            "job panicked; user state discarded"
+        );
     }
 
     async fn run_job(&self, job: BoxedJob<S>, user: &mut UserState<S>) {
@@ -97,12 +123,7 @@ impl<K: UserKey, S: Send + 'static> UserActor<K, S> {
             Ok(ran) => {
                 user.state = ran.state;
                 if let Some(message) = ran.panic {
-                    tracing::warn!(
-                        supervisor = %self.name,
-                        key = ?self.key,
-                        panic = %message,
-                        "job panicked; user state discarded"
-                    );
+                    self.report_panic(&message);
                 }
             }
             Err(err) => {
@@ -144,8 +165,9 @@ impl<K: UserKey, S: Send + 'static> Actor for UserActor<K, S> {
         match message {
             UserMsg::Run(envelope) => {
                 user.received += 1;
+                let placement = envelope.placement();
                 if let Some(job) = envelope.open() {
-                    self.run_job(job, user).await;
+                    self.run(job, placement, user).await;
                 }
                 user.last_done = Instant::now();
             }

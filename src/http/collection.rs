@@ -18,7 +18,7 @@ use crate::protocol::{
     ApplyChangesRequest, ApplyChunkRequest, ApplyGravesRequest, Method, SanityCheckRequest,
     StartRequest, SyncMethod,
 };
-use crate::sync;
+use crate::sync::{self, Step};
 
 pub(in crate::http) use test_hooks::{crash_point, pause_point};
 
@@ -33,43 +33,52 @@ pub(super) async fn normal_sync(
     let store = app.store.clone();
     let key = request.session_key.clone();
     let parse_as = Method::Sync(method);
+    let body = request.body.len();
     match method {
         SyncMethod::Start => {
             let start: StartRequest = parse(app, parse_as, request)?;
             let memory_rows = app.stage_memory_rows;
             let device = hash_host_key(&request.host_key);
-            run_json(app, user, move |state| {
+            let step = Step::Start {
+                since: start.min_usn,
+            };
+            run_step(app, user, body, step, move |state| {
                 sync::start(&store, state, &key, device, start, memory_rows)
             })
             .await
         }
         SyncMethod::ApplyGraves => {
             let graves: ApplyGravesRequest = parse(app, parse_as, request)?;
-            run_json(app, user, move |state| {
+            let rows = graves.chunk.notes.len() + graves.chunk.cards.len();
+            run_step(app, user, body, Step::Stage { rows }, move |state| {
                 sync::apply_graves(&store, state, &key, graves)
             })
             .await
         }
         SyncMethod::ApplyChanges => {
             let changes: ApplyChangesRequest = parse(app, parse_as, request)?;
-            run_json(app, user, move |state| {
+            run_step(app, user, body, Step::Changes, move |state| {
                 sync::apply_changes(&store, state, &key, changes)
             })
             .await
         }
         SyncMethod::Chunk => {
-            run_json(app, user, move |state| sync::chunk(&store, state, &key)).await
+            run_step(app, user, body, Step::Chunk, move |state| {
+                sync::chunk(&store, state, &key)
+            })
+            .await
         }
         SyncMethod::ApplyChunk => {
             let chunk: ApplyChunkRequest = parse(app, parse_as, request)?;
-            run_json(app, user, move |state| {
+            let rows = chunk.chunk.notes.len() + chunk.chunk.cards.len() + chunk.chunk.revlog.len();
+            run_step(app, user, body, Step::Stage { rows }, move |state| {
                 sync::apply_chunk(&store, state, &key, chunk)
             })
             .await
         }
         SyncMethod::SanityCheck2 => {
             let check: SanityCheckRequest = parse(app, parse_as, request)?;
-            run_json(app, user, move |state| {
+            run_step(app, user, body, Step::SanityCheck, move |state| {
                 sync::sanity_check(&store, state, &key, check)
             })
             .await
@@ -88,7 +97,12 @@ pub(super) async fn normal_sync(
             });
             json(&finished.modified_ms)
         }
-        SyncMethod::Abort => run_json(app, user, move |state| sync::abort(&store, state)).await,
+        SyncMethod::Abort => {
+            run_step(app, user, body, Step::Abort, move |state| {
+                sync::abort(&store, state)
+            })
+            .await
+        }
         // Served elsewhere in this module.
         SyncMethod::HostKey | SyncMethod::Meta | SyncMethod::Upload | SyncMethod::Download => Err(
             sync::SyncError::Internal(format!("{} routed to normal sync", method.name())).into(),
@@ -96,11 +110,51 @@ pub(super) async fn normal_sync(
     }
 }
 
-async fn run_json<T: serde::Serialize + Send + 'static>(
+/// Request bodies up to this size (decompressed) may be handled inline; a larger one is
+/// work enough for the blocking pool whatever the step.
+const LIGHT_BODY: usize = 64 * 1024;
+
+/// What an inline attempt hands back: the step's result, or the step itself, unrun,
+/// because it turned out heavy for this user's state.
+enum Attempt<T, F> {
+    Ran(T),
+    Heavy(F),
+}
+
+/// Run a step on the user's actor and encode its reply: inline when its request `body` is
+/// small, the step is light for the user's state (see [`sync::is_light`]) and the store is healthy, otherwise on the blocking
+/// pool. The judgement and the step run in the same job, so no other job of the user's
+/// comes between them.
+pub(super) async fn run_step<T, F>(
     app: &App,
     user: &UserRef,
-    job: impl FnOnce(&mut sync::UserState) -> Result<T, sync::SyncError> + Send + 'static,
-) -> Result<Bytes, ApiError> {
+    body: usize,
+    step: Step,
+    job: F,
+) -> Result<Bytes, ApiError>
+where
+    T: serde::Serialize + Send + 'static,
+    F: FnOnce(&mut sync::UserState) -> Result<T, sync::SyncError> + Send + 'static,
+{
+    let job = if body <= LIGHT_BODY && app.store.is_healthy() {
+        let store = app.store.clone();
+        let attempt = app
+            .users
+            .run_inline(user, move |state| {
+                if sync::is_light(&store, state, step) {
+                    Attempt::Ran(job(state))
+                } else {
+                    Attempt::Heavy(job)
+                }
+            })
+            .await?;
+        match attempt {
+            Attempt::Ran(reply) => return json(&reply?),
+            Attempt::Heavy(job) => job,
+        }
+    } else {
+        job
+    };
     let reply = app.users.run(user, job).await??;
     json(&reply)
 }

@@ -25,7 +25,7 @@ use crate::fullsync;
 use crate::metrics::{Readings, SyncKind, CONTENT_TYPE};
 use crate::protocol::{parse_json, HostKeyRequest, MediaMethod, MetaRequest, Method, SyncMethod};
 use crate::store::HostKeyHash;
-use crate::sync;
+use crate::sync::{self, Step};
 
 /// What the request's log line and metrics say besides method, status and timing, and which
 /// device sent it.
@@ -265,7 +265,7 @@ async fn api(
             json(&reply)?
         }
         Method::Sync(SyncMethod::Meta) => {
-            let user = authenticate(&app.users, &request.host_key, context).await?;
+            let user = authenticate(app, &app.users, &request.host_key, context).await?;
             let meta: MetaRequest = parse(app, method, &request)?;
             if context.client.is_empty() {
                 context.client = meta.client_version.clone();
@@ -274,17 +274,16 @@ async fn api(
             app.compat
                 .sync_version(meta.sync_version, &meta.client_version);
             let store = app.store.clone();
-            let reply = app
-                .users
-                .run(&user, move |state| {
-                    sync::meta(&store, state, &meta, crate::clock::now_millis())
-                })
-                .await??;
+            let body = request.body.len();
+            let reply = collection::run_step(app, &user, body, Step::Meta, move |state| {
+                sync::meta(&store, state, &meta, crate::clock::now_millis())
+            })
+            .await?;
             app.metrics.synced(&user.name, crate::clock::now_secs());
-            json(&reply)?
+            reply
         }
         Method::Sync(SyncMethod::Download) => {
-            let user = authenticate(&app.users, &request.host_key, context).await?;
+            let user = authenticate(app, &app.users, &request.host_key, context).await?;
             let (store, scratch) = (app.store.clone(), app.scratch.clone());
             let download = app
                 .users
@@ -306,7 +305,7 @@ async fn api(
         }
         Method::Sync(method) => {
             collection::pause_point("before", method).await;
-            let user = authenticate(&app.users, &request.host_key, context).await?;
+            let user = authenticate(app, &app.users, &request.host_key, context).await?;
             collection::crash_point("before", method);
             let reply = collection::normal_sync(app, &user, method, &request, context).await?;
             collection::crash_point("after", method);
@@ -316,7 +315,7 @@ async fn api(
             reply
         }
         Method::Media(method) => {
-            let user = authenticate(&app.media, &request.host_key, context).await?;
+            let user = authenticate(app, &app.media, &request.host_key, context).await?;
             return msync::media_sync(app, &user, method, request).await;
         }
     };
@@ -353,7 +352,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let envelope = if let Some((key, envelope)) = envelope::header_host_key(headers)? {
-        authenticate(&app.users, &key, context).await?;
+        authenticate(app, &app.users, &key, context).await?;
         envelope
     } else {
         Envelope::Legacy
@@ -371,7 +370,7 @@ where
     context.client = request.client_version.clone();
     let user = match context.user.clone() {
         Some(user) => user,
-        None => authenticate(&app.users, &request.host_key, context).await?,
+        None => authenticate(app, &app.users, &request.host_key, context).await?,
     };
     Ok(Ok(ReceivedFile {
         request,
@@ -382,13 +381,23 @@ where
 }
 
 /// Resolve a host key through `supervisor`'s directory (every user lookup goes through the
-/// same one), noting the user for the log line and the device for `user devices`.
+/// same one), noting the user for the log line and the device for `user devices`. The
+/// lookup is one point read, done inline; after a disk fault it would first reopen (and
+/// perhaps repair) the file, so then it goes to the blocking pool.
 async fn authenticate<S: Send + 'static>(
+    app: &App,
     supervisor: &SupervisorHandle<StoreDirectory, S>,
     host_key: &str,
     context: &mut Context,
 ) -> Result<UserRef, ApiError> {
-    let user = supervisor.resolve(host_key).await?;
+    let user = if app.store.is_healthy() {
+        supervisor.resolve(host_key)?
+    } else {
+        let (supervisor, key) = (supervisor.clone(), host_key.to_owned());
+        tokio::task::spawn_blocking(move || supervisor.resolve(&key))
+            .await
+            .map_err(|e| sync::SyncError::Internal(format!("resolving a host key: {e}")))??
+    };
     context.user = Some(user.clone());
     context.device = Some(hash_host_key(host_key));
     Ok(user)

@@ -51,6 +51,9 @@ pub enum StoreError {
     Interrupted,
     #[error("database: {0}")]
     Redb(redb::Error),
+    /// A commit shared with other syncs failed for a reason reported with the first of them.
+    #[error("committing failed: {0}")]
+    CommitFailed(String),
 }
 
 impl StoreError {
@@ -61,6 +64,22 @@ impl StoreError {
             self,
             StoreError::Disk(_) | StoreError::Unavailable { .. } | StoreError::Interrupted
         ) || matches!(self, StoreError::Io { source, .. } if super::disk::is_disk_fault(source))
+    }
+}
+
+impl StoreError {
+    /// The same failure for another caller: several syncs that shared one commit each get
+    /// it. Disk faults stay disk faults (503, try again later).
+    pub(super) fn shared(&self) -> StoreError {
+        match self {
+            StoreError::Disk(fault) => StoreError::Disk(fault.clone()),
+            StoreError::Unavailable { path, reason } => StoreError::Unavailable {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            StoreError::Interrupted => StoreError::Interrupted,
+            other => StoreError::CommitFailed(other.to_string()),
+        }
     }
 }
 

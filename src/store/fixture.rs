@@ -190,7 +190,7 @@ fn sync_once(store: &Store, user: u64) {
         ..Default::default()
     };
     let done = store
-        .commit_sync(user, record.generation, usn, &commit, None, 60)
+        .commit_sync(user, record.generation, usn, commit, None, 60)
         .unwrap();
     assert!(matches!(done, super::CommitOutcome::Committed(_)));
 }

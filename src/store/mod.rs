@@ -8,6 +8,7 @@
 pub mod backup;
 mod check;
 mod collections;
+mod commit_queue;
 mod devices;
 mod disk;
 mod error;
@@ -71,6 +72,7 @@ pub struct Store {
     path: PathBuf,
     cache_bytes: usize,
     commit_observer: OnceLock<CommitObserver>,
+    commit_queue: commit_queue::CommitQueue,
 }
 
 /// The database as currently opened, and the watch on its file. `db` is `None` between
@@ -114,6 +116,7 @@ impl Store {
             path: path.to_path_buf(),
             cache_bytes,
             commit_observer: OnceLock::new(),
+            commit_queue: Default::default(),
         };
         store.initialize()?;
         Ok(store)
@@ -245,6 +248,13 @@ impl Store {
     /// write transaction, it is that transaction's opening.
     fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Whether the file is open and has not failed since: then reads are quick, where a
+    /// read after a fault first reopens the file (which may repair it, for seconds).
+    pub fn is_healthy(&self) -> bool {
+        let open = self.open.read().unwrap_or_else(PoisonError::into_inner);
+        open.db.is_some() && open.watch.failure().is_none()
     }
 
     fn read(&self) -> Result<redb::ReadTransaction, StoreError> {
@@ -451,7 +461,7 @@ mod disk_fault_tests {
             spilled: Some(spill),
             ..Default::default()
         };
-        let err = store.commit_sync(1, 0, 0, &commit, None, 1).unwrap_err();
+        let err = store.commit_sync(1, 0, 0, commit, None, 1).unwrap_err();
         assert!(matches!(err, StoreError::Interrupted), "{err:?}");
         assert_eq!(store.collection(1).unwrap().unwrap().usn, 0);
     }

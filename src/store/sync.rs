@@ -98,6 +98,35 @@ impl Snapshot {
         Ok(ids)
     }
 
+    /// Whether more than `limit` rows changed at usn `since` or later (reads at most
+    /// `limit + 1` index entries).
+    pub fn changed_rows_exceed(
+        &self,
+        generation: u64,
+        since: i32,
+        limit: usize,
+    ) -> Result<bool, StoreError> {
+        let table = self.tx().open_table(CHANGES)?;
+        let range = table.range(
+            (generation, since, 0u8, i64::MIN)..=(generation, i32::MAX, u8::MAX, i64::MAX),
+        )?;
+        Ok(range.take(limit + 1).count() > limit)
+    }
+
+    /// Whether more than `limit` graves were recorded at usn `since` or later.
+    pub fn graves_exceed(
+        &self,
+        generation: u64,
+        since: i32,
+        limit: usize,
+    ) -> Result<bool, StoreError> {
+        let table = self.tx().open_table(GRAVES)?;
+        let range = table.range(
+            (generation, since, 0u8, i64::MIN)..=(generation, i32::MAX, u8::MAX, i64::MAX),
+        )?;
+        Ok(range.take(limit + 1).count() > limit)
+    }
+
     /// Graves recorded at usn `since` or later: (kind, id).
     pub fn graves_since(&self, generation: u64, since: i32) -> Result<Vec<(u8, i64)>, StoreError> {
         let table = self.tx().open_table(GRAVES)?;
@@ -126,71 +155,100 @@ pub enum CommitOutcome {
     OverQuota(Exceeded),
 }
 
+/// One normal sync's `finish`, as the commit queue takes it.
+#[derive(Debug)]
+pub(super) struct SyncFinish {
+    pub user_id: u64,
+    /// The collection the sync started from: its generation and usn.
+    pub generation: u64,
+    pub server_usn: i32,
+    pub commit: SyncCommit,
+    /// The collection quota, bytes.
+    pub limit: Option<u64>,
+    pub now_ms: i64,
+}
+
 impl Store {
     /// Apply a normal sync's changes and step the usn, durably, in one transaction. Nothing
     /// is stored if the collection is no longer the one the sync started from, or if the
     /// result would break the collection quota `limit` (bytes, see
-    /// [`CollectionRecord::data_bytes`]).
+    /// [`CollectionRecord::data_bytes`]). Syncs of other users finishing at the same moment
+    /// may share the transaction (see [`super::commit_queue`]).
     pub fn commit_sync(
         &self,
         user_id: u64,
         generation: u64,
         server_usn: i32,
-        commit: &SyncCommit,
+        commit: SyncCommit,
         limit: Option<u64>,
         now_ms: i64,
     ) -> Result<CommitOutcome, StoreError> {
-        let tx = self.write()?;
+        self.commit_queue.commit(
+            self,
+            SyncFinish {
+                user_id,
+                generation,
+                server_usn,
+                commit,
+                limit,
+                now_ms,
+            },
+        )
+    }
+
+    /// Write one sync into `tx`. Conflict writes nothing; an error or `OverQuota` may have
+    /// written part of it, so the caller must then abort `tx`.
+    pub(super) fn apply_finish(
+        &self,
+        tx: &WriteTransaction,
+        finish: &SyncFinish,
+    ) -> Result<CommitOutcome, StoreError> {
+        let SyncFinish {
+            user_id,
+            generation,
+            server_usn,
+            ref commit,
+            limit,
+            now_ms,
+        } = *finish;
         if commit
             .spilled
             .is_some_and(|spill| spill.epoch != self.epoch())
         {
             return Err(StoreError::Interrupted);
         }
-        let outcome = {
-            let mut collections = tx.open_table(COLLECTIONS)?;
-            let current = super::collections::read_record(&collections, user_id)?;
-            match current {
-                Some(mut record) if record.generation == generation && record.usn == server_usn => {
-                    let before = match record.data_bytes {
-                        None if limit.is_some() => Some(count_data_bytes(&tx, generation)?),
-                        known => known,
-                    };
-                    let delta = apply(&tx, generation, server_usn, commit)?;
-                    let after = before.map(|bytes| bytes.saturating_add_signed(delta));
-                    match (before, after) {
-                        (Some(before), Some(after))
-                            if crate::quota::breaks(limit, before, after) =>
-                        {
-                            CommitOutcome::OverQuota(Exceeded {
-                                limit: limit.unwrap_or(0),
-                                current: before,
-                                after: Some(after),
-                            })
-                        }
-                        _ => {
-                            record.usn = server_usn + 1;
-                            record.modified_ms = now_ms;
-                            record.last_sync_ms = now_ms;
-                            record.counts = commit.counts;
-                            record.data_bytes = after;
-                            if let Some(created) = commit.created_secs {
-                                record.created_secs = created;
-                            }
-                            collections.insert(user_id, encode(&record)?.as_slice())?;
-                            CommitOutcome::Committed(record)
-                        }
-                    }
-                }
-                _ => CommitOutcome::Conflict,
-            }
+        let mut collections = tx.open_table(COLLECTIONS)?;
+        let current = super::collections::read_record(&collections, user_id)?;
+        let Some(mut record) =
+            current.filter(|record| record.generation == generation && record.usn == server_usn)
+        else {
+            return Ok(CommitOutcome::Conflict);
         };
-        if matches!(outcome, CommitOutcome::Committed(_)) {
-            self.commit(tx)?;
-        } else {
-            tx.abort()?;
+        let before = match record.data_bytes {
+            None if limit.is_some() => Some(count_data_bytes(tx, generation)?),
+            known => known,
+        };
+        let delta = apply(tx, generation, server_usn, commit)?;
+        let after = before.map(|bytes| bytes.saturating_add_signed(delta));
+        if let (Some(before), Some(after)) = (before, after) {
+            if crate::quota::breaks(limit, before, after) {
+                return Ok(CommitOutcome::OverQuota(Exceeded {
+                    limit: limit.unwrap_or(0),
+                    current: before,
+                    after: Some(after),
+                }));
+            }
         }
-        Ok(outcome)
+        record.usn = server_usn + 1;
+        record.modified_ms = now_ms;
+        record.last_sync_ms = now_ms;
+        record.counts = commit.counts;
+        record.data_bytes = after;
+        if let Some(created) = commit.created_secs {
+            record.created_secs = created;
+        }
+        collections.insert(user_id, encode(&record)?.as_slice())?;
+        Ok(CommitOutcome::Committed(record))
     }
 }
 
@@ -433,7 +491,7 @@ mod tests {
             recount(&store, generation)
         );
         let outcome = store
-            .commit_sync(1, generation, 0, &growing_sync(), None, 5)
+            .commit_sync(1, generation, 0, growing_sync(), None, 5)
             .unwrap();
         let CommitOutcome::Committed(record) = outcome else {
             panic!("not committed: {outcome:?}")
@@ -447,7 +505,7 @@ mod tests {
         let before = store.collection(1).unwrap().unwrap();
         let current = before.data_bytes.unwrap();
         let outcome = store
-            .commit_sync(1, generation, 0, &growing_sync(), Some(current + 10), 5)
+            .commit_sync(1, generation, 0, growing_sync(), Some(current + 10), 5)
             .unwrap();
         let CommitOutcome::OverQuota(exceeded) = outcome else {
             panic!("not refused: {outcome:?}")
@@ -475,7 +533,7 @@ mod tests {
             .unwrap();
         tx.commit().unwrap();
         let outcome = store
-            .commit_sync(1, generation, 0, &SyncCommit::default(), Some(u64::MAX), 5)
+            .commit_sync(1, generation, 0, SyncCommit::default(), Some(u64::MAX), 5)
             .unwrap();
         let CommitOutcome::Committed(record) = outcome else {
             panic!("not committed: {outcome:?}")

@@ -32,21 +32,15 @@ pub(crate) fn finish(
     let took = session.started.elapsed();
     let counts = session.counts(&store.snapshot()?)?;
     let commit = session.into_commit(counts);
-    match store.commit_sync(
-        state.user.id,
-        generation,
-        server_usn,
-        &commit,
-        quota,
-        now_ms,
-    )? {
+    let rows = (commit.notes.len(), commit.cards.len(), commit.revlog.len());
+    match store.commit_sync(state.user.id, generation, server_usn, commit, quota, now_ms)? {
         CommitOutcome::Committed(record) => {
             tracing::debug!(
                 user = %state.user.name,
                 usn = record.usn,
-                notes = commit.notes.len(),
-                cards = commit.cards.len(),
-                revlog = commit.revlog.len(),
+                notes = rows.0,
+                cards = rows.1,
+                revlog = rows.2,
                 "sync finished"
             );
             Ok(Finished {
@@ -60,6 +54,7 @@ pub(crate) fn finish(
         )),
         CommitOutcome::OverQuota(exceeded) => {
             store.clear_staged(state.user.id)?;
+            state.staged_clear = true;
             let message = exceeded.collection_message();
             tracing::warn!(user = %state.user.name, "sync refused: {message}");
             // The client shows nothing of an error reply but its status; `meta` tells the
@@ -72,6 +67,9 @@ pub(crate) fn finish(
 
 pub(crate) fn abort(store: &Store, state: &mut UserState) -> Result<(), SyncError> {
     state.discard_session();
-    store.clear_staged(state.user.id)?;
+    if !state.staged_clear {
+        store.clear_staged(state.user.id)?;
+        state.staged_clear = true;
+    }
     Ok(())
 }

@@ -31,6 +31,7 @@ pub(crate) fn sanity_check(
         tracing::warn!(%user, ?client, ?server, "sanity check failed; the sync is discarded");
         state.discard_session();
         store.clear_staged(state.user.id)?;
+        state.staged_clear = true;
     }
     Ok(SanityCheckResponse {
         status: if ok { "ok" } else { "bad" },

@@ -81,6 +81,21 @@ fn bad(message: String) -> SyncError {
 }
 
 impl SyncSession {
+    /// Rows staged in memory (the ones `memory_rows` bounds).
+    pub(crate) fn stage_rows(&self) -> usize {
+        self.stage.notes.len() + self.stage.cards.len() + self.stage.revlog.len()
+    }
+
+    /// Whether the first `chunk` has listed the rows to send.
+    pub(crate) fn has_outgoing(&self) -> bool {
+        self.outgoing.is_some()
+    }
+
+    /// Whether some of this sync's rows were moved to the database's staging table.
+    pub(crate) fn spilled(&self) -> bool {
+        self.stage.spilled.is_some()
+    }
+
     /// Deletions from the client: the objects go, and graves tell other devices.
     pub(crate) fn apply_graves(
         &mut self,

@@ -20,7 +20,10 @@ pub(crate) fn start(
     }
     state.discard_session();
     // Rows a discarded sync moved out of memory (cheap: not durable, usually nothing).
-    store.clear_staged(state.user.id)?;
+    if !state.staged_clear {
+        store.clear_staged(state.user.id)?;
+        state.staged_clear = true;
+    }
     let snapshot = store.snapshot()?;
     let record = snapshot
         .collection(state.user.id)?

@@ -19,6 +19,9 @@ pub(crate) struct UserState {
     /// display no text from a failed request.
     pub refusal: Option<String>,
     pub live: LiveSessions,
+    /// True from a `clear_staged` of this user until a sync of theirs spills rows: then
+    /// no staged row of theirs is in the database, and clearing them needs no write.
+    pub staged_clear: bool,
 }
 
 impl UserState {
@@ -28,6 +31,7 @@ impl UserState {
             session: None,
             refusal: None,
             live: live.clone(),
+            staged_clear: false,
         }
     }
 

@@ -12,6 +12,7 @@ mod legacy;
 mod modern;
 mod query;
 mod stream;
+mod zstd_ctx;
 
 #[cfg(test)]
 mod proptests;
@@ -261,7 +262,7 @@ pub fn encode_ok(envelope: &Envelope, body: Bytes) -> Result<Response<Full<Bytes
     let response = match envelope {
         Envelope::Modern => {
             let original_size = original_size_header(body.len())?;
-            let compressed = zstd::bulk::compress(&body, zstd::DEFAULT_COMPRESSION_LEVEL)
+            let compressed = zstd_ctx::compress(&body, zstd::DEFAULT_COMPRESSION_LEVEL)
                 .map_err(|e| EnvelopeError::Encode(format!("zstd: {e}")))?;
             Response::builder()
                 .status(StatusCode::OK)
@@ -355,9 +356,26 @@ impl Codec {
     }
 }
 
-/// Decompresses on the blocking pool: inflating up to `max_decompressed` (300 MiB by
-/// default) takes long enough to stall every other connection on an async worker.
+/// Bodies up to this many compressed bytes are inflated on the request's own thread, with
+/// output capped at [`INLINE_OUTPUT`]: a small sync step's body is a few KiB, and a hop to
+/// the blocking pool and back costs more than inflating it (two context switches).
+const INLINE_INPUT: usize = 64 * 1024;
+/// What inline inflation may produce before the body goes to the blocking pool instead, so
+/// that a small body that inflates hugely (up to `max_decompressed`) never stalls an async
+/// worker for long.
+const INLINE_OUTPUT: u64 = 1024 * 1024;
+
+/// Decompresses a body: small ones inline, the rest (or one that inflates past
+/// [`INLINE_OUTPUT`]) on the blocking pool, since inflating up to `max_decompressed`
+/// (300 MiB by default) takes long enough to stall every other connection on an async
+/// worker.
 async fn decompress(codec: Codec, input: Bytes, limit: u64) -> Result<Bytes, EnvelopeError> {
+    if input.len() <= INLINE_INPUT {
+        match decompress_blocking(codec, &input, limit.min(INLINE_OUTPUT)) {
+            Err(EnvelopeError::DecompressedTooLarge { .. }) if limit > INLINE_OUTPUT => {}
+            done => return done,
+        }
+    }
     let task = tokio::task::spawn_blocking(move || decompress_blocking(codec, &input, limit));
     match task.await {
         Ok(result) => result,
@@ -369,8 +387,7 @@ async fn decompress(codec: Codec, input: Bytes, limit: u64) -> Result<Bytes, Env
 
 fn decompress_blocking(codec: Codec, input: &[u8], limit: u64) -> Result<Bytes, EnvelopeError> {
     let result = match codec {
-        Codec::Zstd => zstd::stream::read::Decoder::with_buffer(input)
-            .and_then(|decoder| read_capped(decoder, limit)),
+        Codec::Zstd => zstd_ctx::decompress_capped(input, limit).map(|out| out.map(Bytes::from)),
         Codec::Gzip => read_capped(flate2::read::MultiGzDecoder::new(input), limit),
     };
     match result {
