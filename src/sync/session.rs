@@ -130,7 +130,13 @@ impl SyncSession {
     ) -> Result<(), SyncError> {
         let generation = self.generation;
         let usn = self.server_usn;
-        let mut notetype_names = self.names(snapshot, ObjectKind::Notetype)?;
+        // Reading every stored name costs more than the rest of a small sync: only when
+        // the client sends some.
+        let mut notetype_names = if changes.notetypes.is_empty() {
+            Names::default()
+        } else {
+            self.names(snapshot, ObjectKind::Notetype)?
+        };
         for notetype in changes.notetypes {
             self.merge_object(
                 snapshot,
@@ -156,7 +162,11 @@ impl SyncSession {
             )?;
         }
         let (decks, deck_configs) = changes.decks_and_configs;
-        let mut deck_names = self.names(snapshot, ObjectKind::Deck)?;
+        let mut deck_names = if decks.is_empty() {
+            Names::default()
+        } else {
+            self.names(snapshot, ObjectKind::Deck)?
+        };
         for deck in decks {
             self.merge_object(
                 snapshot,
@@ -292,6 +302,7 @@ impl SyncSession {
                 staged.set(Some(card));
             }
         }
+        let mut shapes: HashMap<i64, NotetypeShape> = HashMap::new();
         for row in &chunk.notes {
             let (id, mut note) = parse_note(row).map_err(bad)?;
             let current = self.stage.note(snapshot, user, generation, id)?;
@@ -302,23 +313,31 @@ impl SyncSession {
             ) {
                 continue;
             }
-            let notetype = self
-                .stage
-                .object(
-                    snapshot,
-                    generation,
-                    ObjectKind::Notetype,
-                    &note.mid.to_string(),
-                )?
-                .after
-                .as_ref()
-                .ok_or_else(|| {
-                    bad(format!(
-                        "note {id} uses notetype {} which does not exist",
-                        note.mid
-                    ))
-                })?;
-            prepare_note(id, &mut note, &notetype.json)?;
+            let shape = match shapes.get(&note.mid) {
+                Some(shape) => *shape,
+                None => {
+                    let notetype = self
+                        .stage
+                        .object(
+                            snapshot,
+                            generation,
+                            ObjectKind::Notetype,
+                            &note.mid.to_string(),
+                        )?
+                        .after
+                        .as_ref()
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "note {id} uses notetype {} which does not exist",
+                                note.mid
+                            ))
+                        })?;
+                    let shape = NotetypeShape::parse(note.mid, &notetype.json)?;
+                    shapes.insert(note.mid, shape);
+                    shape
+                }
+            };
+            prepare_note(id, &mut note, shape)?;
             note.usn = usn;
             self.stage
                 .note(snapshot, user, generation, id)?
@@ -593,6 +612,7 @@ fn newer(ours: Option<(i32, i64)>, client_usn: i32, incoming_modified: i64) -> b
 /// devices each created "Spanish"); the official server then appends "+" until the name is
 /// free and marks the object modified now, and so do we: a collection with two decks of one
 /// name would break every client that downloads it.
+#[derive(Default)]
 struct Names {
     by_id: BTreeMap<String, String>,
     owners: HashMap<UniCase<String>, String>,
@@ -631,9 +651,15 @@ impl Names {
 }
 
 fn object_name(json: &str) -> String {
-    serde_json::from_str::<Map<String, Value>>(json)
+    /// Only the name: the rest of the object is skipped, not built.
+    #[derive(serde::Deserialize)]
+    struct Named {
+        #[serde(default)]
+        name: Option<Value>,
+    }
+    serde_json::from_str::<Named>(json)
         .ok()
-        .and_then(|object| object.get("name")?.as_str().map(String::from))
+        .and_then(|object| object.name?.as_str().map(String::from))
         .unwrap_or_default()
 }
 
@@ -644,15 +670,45 @@ fn modified(object: &Map<String, Value>) -> i64 {
         .unwrap_or(0)
 }
 
+/// What a note's checks need of its notetype: read once per notetype and chunk, without
+/// building the rest (templates and CSS are most of a notetype's JSON).
+#[derive(Debug, Clone, Copy)]
+struct NotetypeShape {
+    fields: usize,
+    sort_index: usize,
+}
+
+impl NotetypeShape {
+    fn parse(mid: i64, json: &str) -> Result<NotetypeShape, SyncError> {
+        #[derive(serde::Deserialize)]
+        struct Shape {
+            #[serde(default)]
+            flds: Option<Value>,
+            #[serde(default)]
+            sortf: Option<Value>,
+        }
+        let shape: Shape = serde_json::from_str(json)
+            .map_err(|e| SyncError::Internal(format!("stored notetype {mid}: {e}")))?;
+        Ok(NotetypeShape {
+            fields: shape
+                .flds
+                .as_ref()
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len)
+                .max(1),
+            sort_index: shape
+                .sortf
+                .as_ref()
+                .and_then(crate::protocol::lenient_i64)
+                .and_then(|i| usize::try_from(i).ok())
+                .unwrap_or(0),
+        })
+    }
+}
+
 /// Check the note against its notetype and compute what the sender leaves empty.
-fn prepare_note(id: i64, note: &mut NoteRow, notetype_json: &str) -> Result<(), SyncError> {
-    let notetype: Map<String, Value> = serde_json::from_str(notetype_json)
-        .map_err(|e| SyncError::Internal(format!("stored notetype {}: {e}", note.mid)))?;
-    let expected = notetype
-        .get("flds")
-        .and_then(Value::as_array)
-        .map_or(0, Vec::len)
-        .max(1);
+fn prepare_note(id: i64, note: &mut NoteRow, notetype: NotetypeShape) -> Result<(), SyncError> {
+    let expected = notetype.fields;
     note.fields = clean_fields(&note.fields);
     let found = note.fields.split('\u{1f}').count();
     if found != expected {
@@ -660,12 +716,7 @@ fn prepare_note(id: i64, note: &mut NoteRow, notetype_json: &str) -> Result<(), 
             "note {id} has {found} fields, its notetype {expected}"
         )));
     }
-    let sort_index = notetype
-        .get("sortf")
-        .and_then(crate::protocol::lenient_i64)
-        .and_then(|i| usize::try_from(i).ok())
-        .unwrap_or(0);
-    note.sort_field = match sort_field(&note.fields, sort_index) {
+    note.sort_field = match sort_field(&note.fields, notetype.sort_index) {
         SortValue::Int(i) => SortField::Int(i),
         SortValue::Real(f) => SortField::Real(f),
         SortValue::Text(t) => SortField::Text(t),
