@@ -2,13 +2,19 @@
 //! received and checked, and built downloads cached for the next device. Nothing in it is
 //! needed after a restart, so it is emptied at startup.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 #[derive(Debug)]
 pub struct Scratch {
     dir: PathBuf,
     counter: AtomicU64,
+    /// Users who may have cached downloads (the folder starts empty): every `finish`
+    /// drops a user's downloads, and listing the folder each time cost more than the rest
+    /// of the request.
+    cached: Mutex<HashSet<u64>>,
 }
 
 /// SQLite may leave these beside a file it opened.
@@ -71,6 +77,7 @@ impl Scratch {
         Ok(Scratch {
             dir,
             counter: AtomicU64::new(0),
+            cached: Mutex::new(HashSet::new()),
         })
     }
 
@@ -91,6 +98,7 @@ impl Scratch {
         usn: i32,
         modified_ms: i64,
     ) -> PathBuf {
+        self.cached_users().insert(user_id);
         self.dir.join(format!(
             "download-{user_id}-{generation}-{usn}-{modified_ms}.anki2"
         ))
@@ -104,6 +112,9 @@ impl Scratch {
 
     /// Forget every cached download of a user: their collection changed.
     pub fn drop_downloads(&self, user_id: u64) {
+        if !self.cached_users().remove(&user_id) {
+            return;
+        }
         let prefix = format!("download-{user_id}-");
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
@@ -113,6 +124,12 @@ impl Scratch {
                 remove_with_sidecars(&entry.path());
             }
         }
+    }
+}
+
+impl Scratch {
+    fn cached_users(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
+        self.cached.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -184,5 +201,9 @@ mod tests {
         scratch.drop_downloads(7);
         assert!(!scratch.download_path(7, 1, 1, 1).exists());
         assert!(scratch.download_path(8, 1, 1, 1).exists());
+        // Cached again after being dropped: dropped again.
+        std::fs::write(scratch.download_path(7, 2, 2, 2), b"x").unwrap();
+        scratch.drop_downloads(7);
+        assert!(!scratch.download_path(7, 2, 2, 2).exists());
     }
 }

@@ -8,6 +8,9 @@ use std::io::{self, Read};
 
 use zstd::zstd_safe::{CCtx, DCtx, ResetDirective};
 
+/// The most output space reserved up front on the frame's word.
+const PREALLOCATE: u64 = 1024 * 1024;
+
 thread_local! {
     static COMPRESS: RefCell<Option<CCtx<'static>>> = const { RefCell::new(None) };
     static DECOMPRESS: RefCell<Option<DCtx<'static>>> = const { RefCell::new(None) };
@@ -37,7 +40,14 @@ pub(crate) fn decompress_capped(input: &[u8], limit: u64) -> io::Result<Option<V
         // A previous use may have stopped mid-frame (an error, the cap).
         ctx.reset(ResetDirective::SessionOnly).map_err(zstd_error)?;
         let decoder = zstd::stream::read::Decoder::with_context(input, ctx);
-        let mut out = Vec::new();
+        // Clients state the size in the frame: one allocation instead of doubling from
+        // nothing. A claimed size is only believed up to PREALLOCATE.
+        let claimed = zstd::zstd_safe::get_frame_content_size(input)
+            .ok()
+            .flatten()
+            .unwrap_or(0);
+        let capacity = claimed.min(limit.saturating_add(1)).min(PREALLOCATE);
+        let mut out = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
         decoder
             .take(limit.saturating_add(1))
             .read_to_end(&mut out)?;
