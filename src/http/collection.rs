@@ -122,9 +122,10 @@ enum Attempt<T, F> {
 }
 
 /// Run a step on the user's actor and encode its reply: inline when its request `body` is
-/// small, the step is light for the user's state (see [`sync::is_light`]) and the store is healthy, otherwise on the blocking
-/// pool. The judgement and the step run in the same job, so no other job of the user's
-/// comes between them.
+/// small, the store healthy and the step light for the user's state ([`sync::is_light`]),
+/// otherwise on the blocking pool. A light step runs in the job that judged it, so nothing
+/// of the user's comes between the judgement and the step; a heavy one is submitted again,
+/// unrun, to the blocking pool.
 pub(super) async fn run_step<T, F>(
     app: &App,
     user: &UserRef,

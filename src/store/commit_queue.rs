@@ -54,19 +54,10 @@ impl CommitQueue {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Write rounds until nothing waits.
+    /// Write rounds until nothing waits. A round that panics (a bug) fails its own members
+    /// (their reply channels close as it unwinds) and the next round goes on: the leader
+    /// must not stop with syncs still waiting for it.
     fn lead(&self, store: &Store) {
-        // Should a round panic, the next `finish` must find no leader to wait for, and the
-        // ones waiting must not wait forever: dropping them closes their reply channels.
-        struct Resign<'a>(&'a CommitQueue);
-        impl Drop for Resign<'_> {
-            fn drop(&mut self) {
-                let mut waiting = self.0.lock();
-                waiting.leading = false;
-                waiting.finishes.clear();
-            }
-        }
-        let _resign = Resign(self);
         loop {
             let round = {
                 let mut waiting = self.lock();
@@ -76,7 +67,17 @@ impl CommitQueue {
                 }
                 std::mem::take(&mut waiting.finishes)
             };
-            write_round(store, round);
+            let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                write_round(store, round);
+            }));
+            if let Err(panic) = written {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!("committing a round of syncs panicked: {message}");
+            }
         }
     }
 }
@@ -229,6 +230,30 @@ mod tests {
         assert!(!added(&store, generations[2]));
         assert_eq!(store.collection(1).unwrap().unwrap().usn, 1);
         assert_eq!(store.collection(2).unwrap().unwrap().usn, 0);
+    }
+
+    /// Leaders hand over while others arrive: every sync of every user must land (a
+    /// leader that cleared the queue on its way out once dropped a newcomer's sync).
+    #[test]
+    fn many_rounds_of_concurrent_finishes_lose_nothing() {
+        const SYNCS: i32 = 40;
+        let (_dir, store, generations) = users(6);
+        std::thread::scope(|scope| {
+            for (user, generation) in (1..).zip(&generations) {
+                let store = &store;
+                scope.spawn(move || {
+                    for usn in 0..SYNCS {
+                        let outcome = store
+                            .commit_sync(user, *generation, usn, SyncCommit::default(), None, 7)
+                            .unwrap();
+                        assert!(matches!(outcome, CommitOutcome::Committed(r) if r.usn == usn + 1));
+                    }
+                });
+            }
+        });
+        for user in 1..=6 {
+            assert_eq!(store.collection(user).unwrap().unwrap().usn, SYNCS);
+        }
     }
 
     #[test]
