@@ -106,11 +106,7 @@ impl Snapshot {
         since: i32,
         limit: usize,
     ) -> Result<bool, StoreError> {
-        let table = self.tx().open_table(CHANGES)?;
-        let range = table.range(
-            (generation, since, 0u8, i64::MIN)..=(generation, i32::MAX, u8::MAX, i64::MAX),
-        )?;
-        Ok(range.take(limit + 1).count() > limit)
+        self.usn_range_exceeds(CHANGES, generation, since, limit)
     }
 
     /// Whether more than `limit` graves were recorded at usn `since` or later.
@@ -120,7 +116,19 @@ impl Snapshot {
         since: i32,
         limit: usize,
     ) -> Result<bool, StoreError> {
-        let table = self.tx().open_table(GRAVES)?;
+        self.usn_range_exceeds(GRAVES, generation, since, limit)
+    }
+
+    /// Whether `table`, keyed (generation, usn, kind, id), holds more than `limit` entries
+    /// of `generation` at usn `since` or later.
+    fn usn_range_exceeds(
+        &self,
+        table: redb::TableDefinition<(u64, i32, u8, i64), ()>,
+        generation: u64,
+        since: i32,
+        limit: usize,
+    ) -> Result<bool, StoreError> {
+        let table = self.tx().open_table(table)?;
         let range = table.range(
             (generation, since, 0u8, i64::MIN)..=(generation, i32::MAX, u8::MAX, i64::MAX),
         )?;
