@@ -217,11 +217,11 @@ async fn metrics(app: &App) -> Result<Response<ResponseBody>, ApiError> {
 
 async fn user_names(app: &App) -> Result<Vec<String>, ApiError> {
     let store = app.store.clone();
-    let users = tokio::task::spawn_blocking(move || store.list_users())
+    let names = tokio::task::spawn_blocking(move || store.user_names())
         .await
         .map_err(|e| sync::SyncError::Internal(format!("listing users: {e}")))?
         .map_err(sync::SyncError::from)?;
-    Ok(users.into_iter().map(|u| u.name).collect())
+    Ok(names)
 }
 
 /// Parse a request's JSON body. A field this server does not know is ignored, with one

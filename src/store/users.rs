@@ -239,6 +239,18 @@ impl Store {
         Ok(out)
     }
 
+    /// Every user's name, in order: the users table's keys only, for the pages that name or
+    /// count users (`/`, `/metrics`) without reading each user's devices.
+    pub fn user_names(&self) -> Result<Vec<String>, StoreError> {
+        let tx = self.read()?;
+        let users = tx.open_table(USERS)?;
+        let names = users
+            .iter()?
+            .map(|entry| Ok(entry?.0.value().to_string()))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(names)
+    }
+
     pub fn user_name(&self, id: u64) -> Result<Option<String>, StoreError> {
         let tx = self.read()?;
         let names = tx.open_table(USER_NAMES)?;
@@ -410,6 +422,7 @@ mod tests {
         assert_eq!(list[0].client_versions, ["v0", "v1"]);
         assert_eq!(list[1].last_seen, None);
         assert_eq!(list[1].source, UserSource::Environment);
+        assert_eq!(store.user_names().unwrap(), ["alice", "bob"]);
     }
 
     #[test]
