@@ -9,7 +9,7 @@ use super::envelope::{self, ResponseBody, SyncRequest};
 use super::error::ApiError;
 use crate::app::App;
 use crate::auth::UserRef;
-use crate::media;
+use crate::media::{self, DownloadZip};
 use crate::protocol::{MediaMethod, Method};
 use crate::store::Store;
 use crate::sync;
@@ -48,21 +48,34 @@ pub(super) async fn media_sync(
             let files: media::DownloadFilesRequest = parse(app, Method::Media(method), &request)?;
             let scratch = app.scratch.build_file(user.id);
             let path = scratch.path().to_path_buf();
+            let kind = request.envelope;
             let zip = app
                 .media
-                .run(user, move |state| {
-                    media::download_files(&store, state, &files, &path)
+                .run(user, move |state| -> Result<Zip, ApiError> {
+                    Ok(match media::download_files(&store, state, &files, &path)? {
+                        DownloadZip::Memory(bytes) => Zip::Packed(envelope::pack(&kind, bytes)?),
+                        DownloadZip::File { file, len } => Zip::File(file, len),
+                    })
                 })
                 .await??;
             // The open file outlives its name: the guard unlinks it, the stream reads on.
             drop(scratch);
-            return Ok(envelope::encode_file(&request.envelope, zip.file, zip.len)?);
+            return Ok(match zip {
+                Zip::Packed(packed) => envelope::encode_packed(packed)?,
+                Zip::File(file, len) => envelope::encode_file(&request.envelope, file, len)?,
+            });
         }
         MediaMethod::UploadChanges => {
             return Err(sync::SyncError::Internal("uploadChanges routed as JSON".into()).into())
         }
     };
     Ok(boxed(envelope::encode_ok(&request.envelope, body)?))
+}
+
+/// A built download: in memory and already packed for the envelope, or a file to stream.
+enum Zip {
+    Packed(envelope::Packed),
+    File(std::fs::File, u64),
 }
 
 /// A media method whose request is JSON and whose reply is the JSON envelope.

@@ -23,7 +23,7 @@ use crate::auth::UserRef;
 pub(crate) use begin::{begin, BeginRequest};
 pub(crate) use changes::media_changes;
 pub(crate) use digests::Digests;
-pub(crate) use download::{download_files, DownloadFilesRequest};
+pub(crate) use download::{download_files, DownloadFilesRequest, DownloadZip};
 pub use error::BadUpload;
 pub(crate) use error::MediaError;
 pub(crate) use filename::problem as filename_problem;

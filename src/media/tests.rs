@@ -95,10 +95,15 @@ fn download(
     let request = DownloadFilesRequest {
         files: names.iter().map(|n| n.to_string()).collect(),
     };
-    let mut zip = download_files(store, &state(user), &request, &dir.path().join("d.zip"))?;
-    let mut bytes = Vec::new();
-    zip.file.read_to_end(&mut bytes).unwrap();
-    assert_eq!(bytes.len() as u64, zip.len);
+    let bytes = match download_files(store, &state(user), &request, &dir.path().join("d.zip"))? {
+        DownloadZip::Memory(bytes) => bytes,
+        DownloadZip::File { mut file, len } => {
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes).unwrap();
+            assert_eq!(bytes.len() as u64, len);
+            bytes
+        }
+    };
     let mut archive = ZipArchive::new(Cursor::new(bytes)).unwrap();
     let mut meta = String::new();
     archive
@@ -326,6 +331,35 @@ fn downloads_follow_the_size_cutoff_and_refuse_unknown_files() {
         download(&store, 1, &many),
         Err(MediaError::BadRequest(_))
     ));
+}
+
+#[test]
+fn a_zip_past_8_mib_is_built_in_a_file_and_smaller_ones_in_memory() {
+    let (_dir, store) = store_with_user();
+    let big: Vec<u8> = (0..9 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    upload(
+        &store,
+        1,
+        &client_zip(&[("big", Some(&big[..])), ("small", Some(b"x"))]),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let zip_of = |names: &[&str]| {
+        let request = DownloadFilesRequest {
+            files: names.iter().map(|n| n.to_string()).collect(),
+        };
+        download_files(&store, &state(1), &request, &dir.path().join("d.zip")).unwrap()
+    };
+    assert!(matches!(zip_of(&["small"]), DownloadZip::Memory(_)));
+    assert!(matches!(zip_of(&["big"]), DownloadZip::File { .. }));
+    let got = download(&store, 1, &["small", "big"]).unwrap();
+    assert_eq!(
+        got,
+        vec![
+            ("small".to_string(), b"x".to_vec()),
+            ("big".to_string(), big)
+        ]
+    );
 }
 
 #[test]

@@ -30,7 +30,9 @@ use http_body_util::{BodyExt, Full};
 
 pub(crate) use modern::unknown_header_fields;
 pub(crate) use query::decode_media_begin_query;
-pub(crate) use stream::{decode_post_to_file, encode_file, encode_precompressed_file};
+pub(crate) use stream::{
+    decode_post_to_file, encode_file, encode_packed, encode_precompressed_file, pack, Packed,
+};
 
 /// The body type of every response: small replies are one buffer, full downloads a stream.
 pub(crate) type ResponseBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;

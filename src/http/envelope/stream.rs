@@ -263,6 +263,48 @@ pub(crate) fn encode_precompressed_file(
         .map_err(|e| EnvelopeError::Encode(e.to_string()))
 }
 
+/// A download small enough to hold in memory, prepared for the request's envelope off the
+/// async runtime: zstd-compressed (at the download level) for the v11 envelope, as it is
+/// for the legacy one.
+#[derive(Debug)]
+pub(crate) struct Packed {
+    body: Bytes,
+    /// `anki-original-size`, for a compressed body.
+    original: Option<u32>,
+}
+
+/// Prepare `body` for `envelope`; blocking work (compression), for the blocking pool.
+pub(crate) fn pack(envelope: &Envelope, body: Vec<u8>) -> Result<Packed, EnvelopeError> {
+    if *envelope != Envelope::Modern {
+        return Ok(Packed {
+            body: Bytes::from(body),
+            original: None,
+        });
+    }
+    let original = original_size(body.len() as u64)?;
+    let compressed = super::zstd_ctx::compress(&body, DOWNLOAD_ZSTD_LEVEL)
+        .map_err(|e| EnvelopeError::Encode(format!("zstd: {e}")))?;
+    Ok(Packed {
+        body: Bytes::from(compressed),
+        original: Some(original),
+    })
+}
+
+/// The response carrying a packed body.
+pub(crate) fn encode_packed(packed: Packed) -> Result<Response<ResponseBody>, EnvelopeError> {
+    let mut builder = Response::builder().status(StatusCode::OK);
+    if let Some(original) = packed.original {
+        builder = builder.header(ORIGINAL_SIZE_HEADER, original);
+    }
+    builder
+        .body(
+            http_body_util::Full::new(packed.body)
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
+        .map_err(|e| EnvelopeError::Encode(e.to_string()))
+}
+
 /// The chunks a sending thread produces, as response body frames.
 fn frames(
     receiver: mpsc::Receiver<std::io::Result<Bytes>>,
