@@ -5,6 +5,8 @@
 //! one fsync, while the next ones gather for the following round. Each sync is still all or
 //! nothing: a member that fails (an error, or the quota) is taken out, its answer given,
 //! and the rest written again in a fresh transaction, so no other sync is lost with it.
+//! A leader writes one round and then hands the lead to the oldest waiting `finish`, so no
+//! request is kept leading round after round while its own reply waits.
 
 use std::sync::mpsc;
 use std::sync::{Mutex, PoisonError};
@@ -12,7 +14,13 @@ use std::sync::{Mutex, PoisonError};
 use super::sync::SyncFinish;
 use super::{CommitOutcome, Store, StoreError};
 
-type Reply = mpsc::Sender<Result<CommitOutcome, StoreError>>;
+/// What a waiting `finish` is told: its outcome, or that it leads the next round.
+enum Message {
+    Done(Result<CommitOutcome, StoreError>),
+    Lead,
+}
+
+type Reply = mpsc::Sender<Message>;
 
 #[derive(Default)]
 pub(super) struct CommitQueue {
@@ -22,7 +30,7 @@ pub(super) struct CommitQueue {
 #[derive(Default)]
 struct Waiting {
     finishes: Vec<(SyncFinish, Reply)>,
-    /// A thread is writing rounds; it takes whatever waits before it stops.
+    /// A thread is writing a round or has been told to write the next one.
     leading: bool,
 }
 
@@ -41,44 +49,53 @@ impl CommitQueue {
             !std::mem::replace(&mut waiting.leading, true)
         };
         if lead {
-            self.lead(store);
+            self.lead_round(store);
         }
-        outcome.recv().unwrap_or_else(|_| {
-            Err(StoreError::CommitFailed(
-                "the thread committing it stopped".into(),
-            ))
-        })
+        loop {
+            match outcome.recv() {
+                Ok(Message::Done(result)) => return result,
+                // Its own finish is still waiting: this round takes it.
+                Ok(Message::Lead) => self.lead_round(store),
+                Err(_) => {
+                    return Err(StoreError::CommitFailed(
+                        "the thread committing it stopped".into(),
+                    ))
+                }
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Write rounds until nothing waits. A round that panics (a bug) fails its own members
-    /// (their reply channels close as it unwinds) and the next round goes on: the leader
-    /// must not stop with syncs still waiting for it.
-    fn lead(&self, store: &Store) {
-        loop {
-            let round = {
-                let mut waiting = self.lock();
-                if waiting.finishes.is_empty() {
-                    waiting.leading = false;
-                    return;
-                }
-                std::mem::take(&mut waiting.finishes)
-            };
-            let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                write_round(store, round);
-            }));
-            if let Err(panic) = written {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                tracing::error!("committing a round of syncs panicked: {message}");
-            }
+    /// Write one round (everything waiting, the leader's own `finish` included), then hand
+    /// the lead to the oldest `finish` that arrived meanwhile, or resign if none did. A
+    /// round that panics (a bug) fails its own members (their reply channels close as it
+    /// unwinds); the lead is handed on all the same.
+    fn lead_round(&self, store: &Store) {
+        let round = std::mem::take(&mut self.lock().finishes);
+        let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            write_round(store, round);
+        }));
+        if let Err(panic) = written {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!("committing a round of syncs panicked: {message}");
         }
+        let mut waiting = self.lock();
+        // The oldest waiting `finish` leads next; one whose caller is gone cannot, and is
+        // dropped (nobody waits for its answer).
+        while let Some((_, reply)) = waiting.finishes.first() {
+            if reply.send(Message::Lead).is_ok() {
+                return;
+            }
+            waiting.finishes.remove(0);
+        }
+        waiting.leading = false;
     }
 }
 
@@ -111,7 +128,7 @@ fn write_round(store: &Store, mut round: Vec<(SyncFinish, Reply)>) {
                 tracing::debug!("dropping a failed round: {e}");
             }
             let (_, reply) = round.remove(index);
-            let _ = reply.send(result);
+            let _ = reply.send(Message::Done(result));
             continue;
         }
         let stored = if outcomes
@@ -128,7 +145,7 @@ fn write_round(store: &Store, mut round: Vec<(SyncFinish, Reply)>) {
         match stored {
             Ok(()) => {
                 for ((_, reply), outcome) in round.into_iter().zip(outcomes) {
-                    let _ = reply.send(Ok(outcome));
+                    let _ = reply.send(Message::Done(Ok(outcome)));
                 }
             }
             Err(e) => fail_all(round, &e),
@@ -140,7 +157,7 @@ fn write_round(store: &Store, mut round: Vec<(SyncFinish, Reply)>) {
 /// The round failed as a whole: every member gets the error.
 fn fail_all(round: Vec<(SyncFinish, Reply)>, error: &StoreError) {
     for (_, reply) in round {
-        let _ = reply.send(Err(error.shared()));
+        let _ = reply.send(Message::Done(Err(error.shared())));
     }
 }
 
@@ -214,7 +231,13 @@ mod tests {
         // User 1 is written before user 2 breaks its quota: the round is written again
         // without user 2.
         write_round(&store, round);
-        let outcomes: Vec<_> = replies.iter().map(|r| r.recv().unwrap().unwrap()).collect();
+        let outcomes: Vec<_> = replies
+            .iter()
+            .map(|r| match r.recv().unwrap() {
+                Message::Done(result) => result.unwrap(),
+                Message::Lead => panic!("write_round never hands the lead"),
+            })
+            .collect();
         assert!(matches!(&outcomes[0], CommitOutcome::Committed(r) if r.usn == 1));
         assert!(matches!(outcomes[1], CommitOutcome::OverQuota(_)));
         assert_eq!(
