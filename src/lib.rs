@@ -11,6 +11,7 @@ mod admin;
 mod app;
 pub mod auth;
 mod backup_schedule;
+mod bulk;
 pub mod cli;
 mod clock;
 mod compat;

@@ -84,14 +84,17 @@ pub fn receive_upload(
         tracing::warn!(user_id, "full upload refused: {reason}");
         Ok(reply)
     };
-    let ingested = match ingest(
-        store,
-        user_id,
-        path,
-        ChangeIndex::FromCollectionUsn,
-        quota,
-        now_ms,
-    ) {
+    let ingested = crate::bulk::run("ingest", || {
+        ingest(
+            store,
+            user_id,
+            path,
+            ChangeIndex::FromCollectionUsn,
+            quota,
+            now_ms,
+        )
+    });
+    let ingested = match ingested {
         Ok(ingested) => ingested,
         Err(FullSyncError::Corrupt(reason)) => return refused(UploadReply::Corrupt, &reason),
         Err(FullSyncError::OverQuota(exceeded)) => {

@@ -280,7 +280,9 @@ fn prebuild_download(app: &App, user: UserRef) {
     tokio::spawn(async move {
         let built = users
             .run(&user, move |_state| {
-                fullsync::prepare_download(&store, &scratch, user.id).map(|_| ())
+                crate::bulk::run("download", || {
+                    fullsync::prepare_download(&store, &scratch, user.id).map(|_| ())
+                })
             })
             .await;
         match built {
