@@ -154,21 +154,14 @@ fn build(snapshot: &Snapshot, record: &CollectionRecord, path: &Path) -> Result<
     let tx = conn.transaction()?;
     tx.execute_batch(CORE_TABLES)?;
     tx.execute_batch(GRAVES_11)?;
-    tx.execute(
-        "INSERT INTO col VALUES (1, ?1, ?2, ?3, 11, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        params![
-            record.created_secs,
-            record.modified_ms,
-            record.schema_ms,
-            record.usn,
-            record.last_sync_ms,
-            keyed_json(snapshot, generation, ObjectKind::Config)?,
-            keyed_json(snapshot, generation, ObjectKind::Notetype)?,
-            keyed_json(snapshot, generation, ObjectKind::Deck)?,
-            keyed_json(snapshot, generation, ObjectKind::DeckConfig)?,
-            tags_json(snapshot, generation)?,
-        ],
-    )?;
+    let legacy = LegacyJson {
+        config: keyed_json(snapshot, generation, ObjectKind::Config)?,
+        notetypes: keyed_json(snapshot, generation, ObjectKind::Notetype)?,
+        decks: keyed_json(snapshot, generation, ObjectKind::Deck)?,
+        deck_configs: keyed_json(snapshot, generation, ObjectKind::DeckConfig)?,
+        tags: tags_json(snapshot, generation)?,
+    };
+    insert_col(&tx, record, 11, &legacy)?;
     insert_rows(&tx, snapshot, generation)?;
     {
         let mut insert = tx.prepare("INSERT INTO graves VALUES (?1, ?2, ?3)")?;
@@ -186,6 +179,42 @@ fn build(snapshot: &Snapshot, record: &CollectionRecord, path: &Path) -> Result<
 
 /// A new SQLite file for a collection being written: the page size clients use, and no
 /// journal or syncing while it is built (it is scratch until renamed or closed).
+/// The JSON columns of `col` that schema 11 fills and schema 18 leaves empty.
+#[derive(Default)]
+pub(super) struct LegacyJson {
+    pub config: String,
+    pub notetypes: String,
+    pub decks: String,
+    pub deck_configs: String,
+    pub tags: String,
+}
+
+/// The one `col` row of a collection file of schema `version`.
+pub(super) fn insert_col(
+    tx: &rusqlite::Transaction<'_>,
+    record: &CollectionRecord,
+    version: u8,
+    legacy: &LegacyJson,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO col VALUES (1, ?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        params![
+            record.created_secs,
+            record.modified_ms,
+            record.schema_ms,
+            version,
+            record.usn,
+            record.last_sync_ms,
+            legacy.config,
+            legacy.notetypes,
+            legacy.decks,
+            legacy.deck_configs,
+            legacy.tags,
+        ],
+    )?;
+    Ok(())
+}
+
 pub(super) fn create_file(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.execute_batch(

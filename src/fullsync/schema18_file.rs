@@ -12,7 +12,9 @@ use std::path::Path;
 use rusqlite::params;
 use unicase::UniCase;
 
-use super::download::{create_file, insert_rows, CORE_TABLES, SCHEMA_11_INDEXES};
+use super::download::{
+    create_file, insert_col, insert_rows, LegacyJson, CORE_TABLES, SCHEMA_11_INDEXES,
+};
 use super::objects::{deck_config_row, deck_row, notetype_rows, register_unicase, JsonObject};
 use super::FullSyncError;
 use crate::store::{CollectionRecord, ObjectKind, ObjectRecord, Snapshot};
@@ -64,16 +66,7 @@ pub(crate) fn write_schema18(
     tx.execute_batch(CORE_TABLES)?;
     tx.execute_batch(SCHEMA_18_TABLES)?;
     // The legacy JSON columns are empty in schema 18: everything is in its own table.
-    tx.execute(
-        "INSERT INTO col VALUES (1, ?1, ?2, ?3, 18, 0, ?4, ?5, '', '', '', '', '')",
-        params![
-            record.created_secs,
-            record.modified_ms,
-            record.schema_ms,
-            record.usn,
-            record.last_sync_ms,
-        ],
-    )?;
+    insert_col(&tx, record, 18, &LegacyJson::default())?;
     insert_rows(&tx, snapshot, generation)?;
     {
         // Schema 18 keeps one grave per object; in usn order, the latest deletion wins.
