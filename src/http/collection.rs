@@ -173,12 +173,13 @@ where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    // A collection must be a file for SQLite to open: nothing is kept in memory.
     let ReceivedFile {
         request,
-        bytes,
+        body: received,
         file,
         user,
-    } = match receive_file(app, headers, body, context).await? {
+    } = match receive_file(app, headers, body, 0, context).await? {
         Ok(received) => received,
         Err(OverLimit { envelope, .. }) => {
             let text = UploadReply::TooLarge.text();
@@ -191,7 +192,7 @@ where
         }
     };
     // The official server refuses a body of the cap or more (protocol.md §1.5).
-    let reply = if bytes >= app.limits.max_decompressed {
+    let reply = if received.len() >= app.limits.max_decompressed {
         UploadReply::TooLarge
     } else {
         let (store, path, keep, quota) = (

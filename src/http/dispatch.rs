@@ -322,11 +322,12 @@ async fn api(
     Ok(boxed(envelope::encode_ok(&request.envelope, body)?))
 }
 
-/// A request whose body is a file (a full upload, a media zip), received into a scratch file.
+/// A request whose body is a file (a full upload, a media zip), received into memory or a
+/// scratch file.
 pub(super) struct ReceivedFile {
     pub request: SyncRequest,
-    /// Decompressed bytes written.
-    pub bytes: u64,
+    /// The decompressed payload, or how many bytes of it are in `file`.
+    pub body: envelope::Received,
     pub file: fullsync::ScratchFile,
     pub user: UserRef,
 }
@@ -338,13 +339,15 @@ pub(super) struct OverLimit {
 }
 
 /// Receive a file body: a modern client's key is in its header, so a stranger is refused
-/// before a byte reaches disk; then the body is streamed (decompressed) into a scratch file,
-/// and a legacy client, whose key is in the body, is authenticated after it. Every user lookup
-/// goes through the same directory, so either supervisor's handle would do.
+/// before a byte reaches disk; then the body is streamed (decompressed) into memory, up to
+/// `memory_cap` bytes, or else a scratch file, and a legacy client, whose key is in the body,
+/// is authenticated after it. Every user lookup goes through the same directory, so either
+/// supervisor's handle would do.
 pub(super) async fn receive_file<B>(
     app: &App,
     headers: &http::HeaderMap,
     body: B,
+    memory_cap: usize,
     context: &mut Context,
 ) -> Result<Result<ReceivedFile, OverLimit>, ApiError>
 where
@@ -358,15 +361,15 @@ where
         Envelope::Legacy
     };
     let file = app.scratch.upload_file();
-    let (request, bytes) =
-        match envelope::decode_post_to_file(headers, body, &app.limits, file.path()).await {
-            Ok(decoded) => decoded,
-            Err(
-                error @ (EnvelopeError::TooLarge { .. }
-                | EnvelopeError::DecompressedTooLarge { .. }),
-            ) => return Ok(Err(OverLimit { envelope, error })),
-            Err(e) => return Err(e.into()),
-        };
+    let decoded =
+        envelope::decode_post_to_file(headers, body, &app.limits, file.path(), memory_cap).await;
+    let (request, received) = match decoded {
+        Ok(decoded) => decoded,
+        Err(
+            error @ (EnvelopeError::TooLarge { .. } | EnvelopeError::DecompressedTooLarge { .. }),
+        ) => return Ok(Err(OverLimit { envelope, error })),
+        Err(e) => return Err(e.into()),
+    };
     context.client = request.client_version.clone();
     let user = match context.user.clone() {
         Some(user) => user,
@@ -374,7 +377,7 @@ where
     };
     Ok(Ok(ReceivedFile {
         request,
-        bytes,
+        body: received,
         file,
         user,
     }))

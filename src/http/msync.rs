@@ -1,11 +1,12 @@
 //! The media methods over HTTP (`/msync/…`): each runs on the user's MEDIA actor, never
-//! behind the user's collection sync; `uploadChanges` streams its zip to a scratch file first.
+//! behind the user's collection sync; `uploadChanges` receives its zip (into memory or a
+//! scratch file) first.
 
 use bytes::Bytes;
 use http::Response;
 
 use super::dispatch::{boxed, json, parse, receive_file, Context, OverLimit, ReceivedFile};
-use super::envelope::{self, ResponseBody, SyncRequest};
+use super::envelope::{self, Received, ResponseBody, SyncRequest};
 use super::error::ApiError;
 use crate::app::App;
 use crate::auth::UserRef;
@@ -104,8 +105,9 @@ async fn run_media_json<T: serde::Serialize + Send + 'static>(
     json(&reply)
 }
 
-/// `uploadChanges`: the zip goes straight into a scratch file, then the user's media actor
-/// checks it and takes it in, all or nothing.
+/// `uploadChanges`: the zip is decompressed into memory (most are a few MiB) or, past
+/// [`media::UPLOAD_IN_MEMORY`], a scratch file; then the user's media actor checks it and
+/// takes it in, all or nothing.
 pub(super) async fn media_upload<B>(
     app: &App,
     headers: &http::HeaderMap,
@@ -118,22 +120,22 @@ where
 {
     let ReceivedFile {
         request,
+        body: received,
         file,
         user,
-        ..
-    } = match receive_file(app, headers, body, context).await? {
+    } = match receive_file(app, headers, body, media::UPLOAD_IN_MEMORY, context).await? {
         Ok(received) => received,
         Err(OverLimit { error, .. }) => return Err(error.into()),
     };
-    let (store, path, quota) = (
-        app.store.clone(),
-        file.path().to_path_buf(),
-        app.quota.media,
-    );
+    let zip = match received {
+        Received::Memory(bytes) => media::UploadSource::Memory(bytes),
+        Received::File(_) => media::UploadSource::File(file.path().to_path_buf()),
+    };
+    let (store, quota) = (app.store.clone(), app.quota.media);
     let reply = app
         .media
         .run(&user, move |state| {
-            media::upload_changes(&store, state, &path, quota)
+            media::upload_changes(&store, state, zip, quota)
         })
         .await??;
     drop(file);

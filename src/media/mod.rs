@@ -4,8 +4,9 @@
 //!
 //! It owns the media protocol's rules: filename validation (NFC, no separators), the zip
 //! formats both ways and their limits, usn accounting (+1 per real change), and the JSON
-//! envelope `{"data": …, "err": ""}`. It must never hold a whole media file in memory, never
-//! change anything for an upload it refuses, and never import hyper or ractor.
+//! envelope `{"data": …, "err": ""}`. It must never hold more than a small zip (a few MiB)
+//! in memory, never change anything for an upload it refuses, and never import hyper or
+//! ractor.
 
 mod begin;
 mod changes;
@@ -28,8 +29,8 @@ pub use error::BadUpload;
 pub(crate) use error::MediaError;
 pub(crate) use filename::problem as filename_problem;
 pub(crate) use sanity::media_sanity;
-pub(crate) use upload::upload_changes;
 pub use upload::UploadZip;
+pub(crate) use upload::{upload_changes, UploadSource, UPLOAD_IN_MEMORY};
 
 /// Most files in one zip, either way (protocol.md §5.4, §5.5).
 pub(crate) const MAX_FILES_PER_ZIP: usize = 25;

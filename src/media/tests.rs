@@ -65,22 +65,37 @@ fn client_zip(changes: &[(&str, Option<&[u8]>)]) -> Vec<u8> {
     zip_with(&entries, &serde_json::to_string(&meta).unwrap())
 }
 
+/// Upload `zip` as received in memory (as most zips are).
 fn upload(store: &Store, user: u64, zip: &[u8]) -> Result<(usize, i32), MediaError> {
+    upload_from(store, user, UploadSource::Memory(zip.to_vec()))
+}
+
+/// Upload `zip` as received into a scratch file (as zips past `UPLOAD_IN_MEMORY` are).
+fn upload_from_file(store: &Store, user: u64, zip: &[u8]) -> Result<(usize, i32), MediaError> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("upload.zip");
     std::fs::write(&path, zip).unwrap();
-    match upload_changes(store, &state(user), &path, None)? {
+    upload_from(store, user, UploadSource::File(path))
+}
+
+fn upload_from(store: &Store, user: u64, zip: UploadSource) -> Result<(usize, i32), MediaError> {
+    match upload_changes(store, &state(user), zip, None)? {
         UploadChangesReply::Applied(reply) => Ok(reply.data),
         UploadChangesReply::Refused(refusal) => panic!("refused: {}", refusal.err),
     }
 }
 
+/// Upload a bad `zip` from memory and from a file: both are refused the same way and change
+/// nothing.
 fn refused(store: &Store, zip: &[u8]) -> BadUpload {
     let before = (store.media_status(1).unwrap(), store.blob_stats().unwrap());
-    let err = match upload(store, 1, zip) {
+    let refusal = |result| match result {
         Err(MediaError::BadUpload(e)) => e,
         other => panic!("expected a refused upload, got {other:?}"),
     };
+    let err = refusal(upload(store, 1, zip));
+    let from_file = refusal(upload_from_file(store, 1, zip));
+    assert_eq!(err.to_string(), from_file.to_string());
     let after = (store.media_status(1).unwrap(), store.blob_stats().unwrap());
     assert_eq!(before, after, "a refused upload changed the store ({err})");
     err
@@ -156,7 +171,7 @@ fn an_upload_is_applied_in_meta_order_and_answers_processed_and_usn() {
         &[("0", &b"cccccccccccccccc"[..], CompressionMethod::Deflated)],
         r#"[["c.txt","0"],["a.jpg",""]]"#,
     );
-    assert_eq!(upload(&store, 1, &zip).unwrap(), (2, 4));
+    assert_eq!(upload_from_file(&store, 1, &zip).unwrap(), (2, 4));
     let files = download(&store, 1, &["c.txt", "b.mp3"]).unwrap();
     assert_eq!(
         files,
@@ -411,22 +426,17 @@ fn json_replies_have_the_official_shapes() {
 }
 
 fn upload_changes_json(store: &Store) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("u.zip");
-    std::fs::write(&path, client_zip(&[("c", Some(b"z"))])).unwrap();
-    serde_json::to_string(&upload_changes(store, &state(1), &path, None).unwrap()).unwrap()
+    let zip = UploadSource::Memory(client_zip(&[("c", Some(b"z"))]));
+    serde_json::to_string(&upload_changes(store, &state(1), zip, None).unwrap()).unwrap()
 }
 
 #[test]
 fn an_upload_over_the_media_quota_is_refused_whole_with_a_message() {
     let (_dir, store) = temp_store();
     store.set_user("u", "h", 0).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("u.zip");
     let upload_with_quota = |zip: &[u8], quota: u64| {
-        std::fs::write(&path, zip).unwrap();
-        serde_json::to_value(upload_changes(&store, &state(1), &path, Some(quota)).unwrap())
-            .unwrap()
+        let zip = UploadSource::Memory(zip.to_vec());
+        serde_json::to_value(upload_changes(&store, &state(1), zip, Some(quota)).unwrap()).unwrap()
     };
     let reply = upload_with_quota(&client_zip(&[("a", Some(&[1u8; 600][..]))]), 1000);
     assert_eq!(reply, serde_json::json!({"data": [1, 1], "err": ""}));

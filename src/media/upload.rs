@@ -1,13 +1,13 @@
 //! `uploadChanges`: a zip of at most 25 changes, applied all or nothing (protocol.md §5.4),
 //! or refused whole when it would take the user over the media quota.
-//! The body is already in a scratch file; it is read twice, entry by entry and never whole:
-//! first every entry is checked and hashed (names, `_meta` against the entries, declared
-//! against real sizes, compression ratio, CRC), then the store takes the changes in one
-//! transaction, reading again only the bytes of files it does not hold yet.
+//! The body is already decompressed, in memory when small, else in a scratch file; it is read
+//! twice, entry by entry: first every entry is checked and hashed (names, `_meta` against
+//! the entries, declared against real sizes, compression ratio, CRC), then the store takes
+//! the changes in one transaction, reading again only the bytes of files it does not hold yet.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, Write};
-use std::path::Path;
+use std::io::{self, Cursor, Read, Seek, Write};
+use std::path::PathBuf;
 
 use zip::ZipArchive;
 
@@ -34,15 +34,41 @@ pub(crate) enum UploadChangesReply {
     Refused(JsonRefusal),
 }
 
-/// Take in the upload zip at `path`; `quota` is the user's media quota in bytes.
+/// Zips up to this size are received into memory: every zip of small files (clients close a
+/// zip at about 2.5 MiB, plus the file that crossed it), and memory stays bounded by one
+/// such zip per user uploading.
+pub(crate) const UPLOAD_IN_MEMORY: usize = 8 * 1024 * 1024;
+
+/// Where an upload zip is.
+#[derive(Debug)]
+pub(crate) enum UploadSource {
+    Memory(Vec<u8>),
+    File(PathBuf),
+}
+
+/// Take in an upload zip; `quota` is the user's media quota in bytes.
 pub(crate) fn upload_changes(
     store: &Store,
     state: &MediaState,
-    path: &Path,
+    zip: UploadSource,
     quota: Option<u64>,
 ) -> Result<UploadChangesReply, MediaError> {
-    let file = File::open(path).map_err(MediaError::Scratch)?;
-    let mut zip = UploadZip::open(io::BufReader::new(file))?;
+    match zip {
+        UploadSource::Memory(bytes) => take_in(store, state, Cursor::new(bytes), quota),
+        UploadSource::File(path) => {
+            let file = File::open(path).map_err(MediaError::Scratch)?;
+            take_in(store, state, io::BufReader::new(file), quota)
+        }
+    }
+}
+
+fn take_in(
+    store: &Store,
+    state: &MediaState,
+    reader: impl Read + Seek,
+    quota: Option<u64>,
+) -> Result<UploadChangesReply, MediaError> {
+    let mut zip = UploadZip::open(reader)?;
     let updates = zip.check()?;
     let outcome = match store.apply_media_updates(state.user.id, &updates, &mut zip, quota)? {
         MediaApplied::Done(outcome) => outcome,

@@ -32,6 +32,7 @@ pub(crate) use modern::unknown_header_fields;
 pub(crate) use query::decode_media_begin_query;
 pub(crate) use stream::{
     decode_post_to_file, encode_file, encode_packed, encode_precompressed_file, pack, Packed,
+    Received,
 };
 
 /// The body type of every response: small replies are one buffer, full downloads a stream.

@@ -18,21 +18,45 @@ use super::{
 
 /// Chunks in flight between the network and the (de)compressing thread.
 const CHANNEL_DEPTH: usize = 8;
+/// Bytes of an upload gathered before they go to the decompressing thread: loopback and LAN
+/// frames are often only a few KiB, and a hand-over per frame (a wakeup, often a context
+/// switch) cost more than decompressing the frame.
+const UPLOAD_BATCH: usize = 256 * 1024;
 /// Size of the chunks a download is read and sent in.
 const DOWNLOAD_CHUNK: usize = 256 * 1024;
 /// zstd level for downloads: the fastest level; loopback and LAN links are rarely the
 /// bottleneck, the server's CPU is (benches/README.md, full download).
 const DOWNLOAD_ZSTD_LEVEL: i32 = 1;
 
-/// Decode a POST whose payload is a file (a full upload) into `dest`. Returns the request
-/// with an empty body and the number of bytes written. Over either limit the file is left
-/// incomplete and `TooLarge`/`DecompressedTooLarge` returned; the caller removes it.
+/// A decoded file payload: kept in memory when it came in a modern envelope and decompressed
+/// to at most the caller's `memory_cap`, else written to the caller's file.
+#[derive(Debug)]
+pub(crate) enum Received {
+    Memory(Vec<u8>),
+    /// This many bytes are in the file.
+    File(u64),
+}
+
+impl Received {
+    pub(crate) fn len(&self) -> u64 {
+        match self {
+            Received::Memory(bytes) => bytes.len() as u64,
+            Received::File(len) => *len,
+        }
+    }
+}
+
+/// Decode a POST whose payload is a file (a full upload, a media zip): into memory while it
+/// stays within `memory_cap` bytes, else into `dest`. Returns the request with an empty body
+/// and where the payload is. Over either limit the file is left incomplete and
+/// `TooLarge`/`DecompressedTooLarge` returned; the caller removes it.
 pub(crate) async fn decode_post_to_file<B>(
     headers: &HeaderMap,
     mut body: B,
     limits: &Limits,
     dest: &Path,
-) -> Result<(SyncRequest, u64), EnvelopeError>
+    memory_cap: usize,
+) -> Result<(SyncRequest, Received), EnvelopeError>
 where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -50,12 +74,14 @@ where
         let writer = tokio::task::spawn_blocking(move || {
             let decoder = zstd::stream::read::Decoder::new(ChannelReader::new(receiver))
                 .map_err(|e| EnvelopeError::Zstd(e.to_string()))?;
-            write_capped(decoder, file, &path, limit, EnvelopeError::Zstd)
+            let sink = Spool::new(file, memory_cap);
+            write_capped(decoder, sink, &path, limit, EnvelopeError::Zstd)
         });
         let mut total: u64 = 0;
         let mut over = false;
         let mut transport = None;
         let mut writing = true;
+        let mut batch = Batch::default();
         while let Some(frame) = body.frame().await {
             let data = match frame {
                 Ok(frame) => match frame.into_data() {
@@ -75,9 +101,18 @@ where
             // Once the writer has stopped (bad data, past the cap, a failed disk) its error
             // is the answer, but the rest of the body is still read and dropped (within the
             // body limit): a client still sending would otherwise never see the answer.
-            if writing && sender.send(data).await.is_err() {
-                writing = false;
+            if !writing {
+                continue;
             }
+            if let Some(full) = batch.push(data) {
+                writing = sender.send(full).await.is_ok();
+            }
+        }
+        if let Some(rest) = batch
+            .take()
+            .filter(|_| writing && transport.is_none() && !over)
+        {
+            let _ = sender.send(rest).await;
         }
         drop(sender);
         let written = join(writer).await;
@@ -102,7 +137,8 @@ where
     }
     let boundary = multipart_boundary(headers)?;
     reject_declared_oversize(headers, &body, limits)?;
-    legacy::decode_multipart_to_file(boundary, body, limits, dest).await
+    let (request, len) = legacy::decode_multipart_to_file(boundary, body, limits, dest).await?;
+    Ok((request, Received::File(len)))
 }
 
 /// Gunzip (or copy) a legacy `data` part that was saved as it came, into `dest`.
@@ -117,31 +153,31 @@ pub(super) async fn finish_legacy_file(
     let _ = std::fs::remove_file(&raw);
     let output = File::create(&dest).map_err(|e| EnvelopeError::storage(&dest, e))?;
     let task = tokio::task::spawn_blocking(move || {
+        let sink = Spool::new(output, 0);
         if gzipped {
             write_capped(
                 flate2::read::MultiGzDecoder::new(std::io::BufReader::new(input)),
-                output,
+                sink,
                 &dest,
                 limit,
                 EnvelopeError::Gzip,
             )
         } else {
-            write_capped(input, output, &dest, limit, EnvelopeError::Body)
+            write_capped(input, sink, &dest, limit, EnvelopeError::Body)
         }
     });
-    join(task).await
+    join(task).await.map(|received| received.len())
 }
 
-/// Copy at most `limit` bytes into `file` (at `path`, for messages); one byte more is
-/// `DecompressedTooLarge`.
+/// Copy at most `limit` bytes into `out` (whose file is at `path`, for messages); one byte
+/// more is `DecompressedTooLarge`.
 fn write_capped(
     reader: impl Read,
-    file: File,
+    mut out: Spool,
     path: &Path,
     limit: u64,
     codec_error: fn(String) -> EnvelopeError,
-) -> Result<u64, EnvelopeError> {
-    let mut out = BufWriter::with_capacity(DOWNLOAD_CHUNK, file);
+) -> Result<Received, EnvelopeError> {
     let mut reader = reader.take(limit.saturating_add(1));
     let mut buffer = vec![0u8; 64 * 1024];
     let mut written: u64 = 0;
@@ -159,8 +195,67 @@ fn write_capped(
         out.write_all(&buffer[..n])
             .map_err(|e| EnvelopeError::storage(path, e))?;
     }
-    out.flush().map_err(|e| EnvelopeError::storage(path, e))?;
-    Ok(written)
+    out.finish().map_err(|e| EnvelopeError::storage(path, e))
+}
+
+/// Where a payload is written as it is decoded: memory up to `cap` bytes, then (everything)
+/// the file. Media zips are mostly a few MiB; keeping them off the disk saves writing,
+/// re-reading and deleting a file per zip.
+struct Spool {
+    memory: Vec<u8>,
+    cap: usize,
+    /// Until it spills.
+    file: Option<File>,
+    spilled: Option<BufWriter<File>>,
+    written: u64,
+}
+
+impl Spool {
+    fn new(file: File, cap: usize) -> Self {
+        Spool {
+            memory: Vec::new(),
+            cap,
+            file: Some(file),
+            spilled: None,
+            written: 0,
+        }
+    }
+
+    fn finish(mut self) -> std::io::Result<Received> {
+        match self.spilled.take() {
+            Some(mut out) => {
+                out.flush()?;
+                Ok(Received::File(self.written))
+            }
+            // A caller that wants a file gets one, even for an empty payload.
+            None if self.cap == 0 => Ok(Received::File(0)),
+            None => Ok(Received::Memory(self.memory)),
+        }
+    }
+}
+
+impl Write for Spool {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.spilled.is_none() && self.memory.len() + data.len() > self.cap {
+            let file = self
+                .file
+                .take()
+                .ok_or_else(|| std::io::Error::other("the scratch file was already handed over"))?;
+            let mut out = BufWriter::with_capacity(DOWNLOAD_CHUNK, file);
+            out.write_all(&std::mem::take(&mut self.memory))?;
+            self.spilled = Some(out);
+        }
+        match &mut self.spilled {
+            Some(out) => out.write_all(data)?,
+            None => self.memory.extend_from_slice(data),
+        }
+        self.written += data.len() as u64;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.spilled.as_mut().map_or(Ok(()), |out| out.flush())
+    }
 }
 
 async fn join<T: Send + 'static>(
@@ -170,6 +265,29 @@ async fn join<T: Send + 'static>(
         Ok(result) => result,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(e) => Err(EnvelopeError::Body(format!("cancelled: {e}"))),
+    }
+}
+
+/// Frames of a body gathered into chunks of at least [`UPLOAD_BATCH`] bytes.
+#[derive(Default)]
+struct Batch {
+    pending: bytes::BytesMut,
+}
+
+impl Batch {
+    /// Add a frame; a chunk comes back once enough has gathered. A frame that is a chunk by
+    /// itself, with nothing pending, passes through without a copy.
+    fn push(&mut self, frame: Bytes) -> Option<Bytes> {
+        if self.pending.is_empty() && frame.len() >= UPLOAD_BATCH {
+            return Some(frame);
+        }
+        self.pending.extend_from_slice(&frame);
+        (self.pending.len() >= UPLOAD_BATCH).then(|| self.pending.split().freeze())
+    }
+
+    /// What is left at the end of the body.
+    fn take(&mut self) -> Option<Bytes> {
+        (!self.pending.is_empty()).then(|| self.pending.split().freeze())
     }
 }
 
@@ -382,5 +500,74 @@ impl Write for ChannelWriter<'_> {
         self.sender
             .blocking_send(Ok(Bytes::from(chunk)))
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_keep_every_byte_in_order_and_are_full_but_the_last() {
+        let mut seed = 7u64;
+        let mut sent = Vec::new();
+        let mut chunks = Vec::new();
+        let mut batch = Batch::default();
+        for i in 0..300 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            // Mostly small frames, now and then one past a whole batch.
+            let len = if i % 50 == 0 {
+                UPLOAD_BATCH + 3
+            } else {
+                (seed >> 33) as usize % 20_000
+            };
+            let frame: Vec<u8> = (0..len).map(|j| (i + j) as u8).collect();
+            sent.extend_from_slice(&frame);
+            chunks.extend(batch.push(Bytes::from(frame)));
+        }
+        let last = batch.take();
+        assert!(chunks.iter().all(|c| c.len() >= UPLOAD_BATCH));
+        assert!(last.as_ref().is_some_and(|l| l.len() < UPLOAD_BATCH));
+        chunks.extend(last);
+        assert_eq!(chunks.concat(), sent);
+        assert_eq!(batch.take(), None);
+    }
+
+    /// Write `chunks` through a spool with `cap` into a fresh file; returns what the spool
+    /// reports and the file's bytes.
+    fn spooled(cap: usize, chunks: &[&[u8]]) -> (Received, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("body");
+        let mut spool = Spool::new(File::create(&path).unwrap(), cap);
+        for chunk in chunks {
+            spool.write_all(chunk).unwrap();
+        }
+        (spool.finish().unwrap(), std::fs::read(&path).unwrap())
+    }
+
+    #[test]
+    fn a_spool_keeps_a_small_body_in_memory_and_moves_a_larger_one_whole_to_the_file() {
+        let (received, file) = spooled(10, &[b"abcd", b"efghij"]);
+        assert!(matches!(&received, Received::Memory(m) if m == b"abcdefghij"));
+        assert!(file.is_empty());
+
+        let (received, file) = spooled(10, &[b"abcd", b"efghij", b"k", b"lmn"]);
+        assert!(matches!(received, Received::File(14)));
+        assert_eq!(file, b"abcdefghijklmn");
+
+        // A cap of 0 always means a file, even for nothing.
+        assert!(matches!(spooled(0, &[]).0, Received::File(0)));
+        let (received, file) = spooled(0, &[b"x"]);
+        assert!(matches!(received, Received::File(1)));
+        assert_eq!(file, b"x");
+    }
+
+    #[test]
+    fn a_large_frame_with_nothing_pending_is_not_copied() {
+        let frame = Bytes::from(vec![1u8; UPLOAD_BATCH]);
+        let passed = Batch::default().push(frame.clone());
+        assert_eq!(passed.map(|p| p.as_ptr()), Some(frame.as_ptr()));
     }
 }
