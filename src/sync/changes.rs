@@ -27,9 +27,8 @@ pub(crate) fn apply_changes(
                 changed(&snapshot, stage, generation, ObjectKind::DeckConfig, since)?,
             ),
             tags: snapshot
-                .objects(generation, ObjectKind::Tag)?
+                .objects_since(generation, ObjectKind::Tag, since)?
                 .into_iter()
-                .filter(|(_, tag)| tag.usn >= since)
                 .map(|(name, _)| name)
                 .collect(),
             config: None,
@@ -59,9 +58,9 @@ fn changed(
     since: i32,
 ) -> Result<Vec<Map<String, Value>>, SyncError> {
     snapshot
-        .objects(generation, kind)?
+        .objects_since(generation, kind, since)?
         .into_iter()
-        .filter(|(key, object)| object.usn >= since && !stage.deletes_object(kind, key))
+        .filter(|(key, _)| !stage.deletes_object(kind, key))
         .map(|(_, object)| match parse(&object.json)? {
             Value::Object(map) => Ok(map),
             _ => Err(SyncError::Internal(format!(

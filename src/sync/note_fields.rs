@@ -115,6 +115,10 @@ pub(crate) fn clean_fields(fields: &str) -> String {
 /// entities. Mirrors the client's stripping used for `sfld`, `csum` and
 /// duplicate checks.
 pub(crate) fn strip_html_preserving_media_filenames(html: &str) -> Cow<'_, str> {
+    // Every pattern of both regexes starts at a `<`: plain text skips them (most fields).
+    if !html.contains('<') {
+        return decode_entities(html);
+    }
     let with_names = replace_all(&MEDIA_TAG, html, " ${1}${2}${3} ");
     let stripped = match with_names {
         Cow::Borrowed(s) => replace_all(&HTML_TAG, s, ""),
