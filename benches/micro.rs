@@ -32,7 +32,7 @@ use std::io::{self, Cursor};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ankisyncd::fullsync::{prepare_download, receive_upload, Scratch, UploadReply};
+use ankisyncd::fullsync::{prepare_download, receive_upload, DownloadSchema, Scratch, UploadReply};
 use ankisyncd::http::envelope::{decode_post, encode_ok, Envelope, Limits};
 use ankisyncd::media::UploadZip;
 use ankisyncd::store::{
@@ -222,14 +222,28 @@ fn fullsync(c: &mut Criterion) {
 
     let scratch = Scratch::open(loaded.path()).expect("scratch directory");
     group.throughput(Throughput::Elements(rows(&record)));
-    group.bench_function("download: build + compress", |b| {
-        b.iter_batched(
-            // Without this the second call would be served from the cache.
-            || scratch.drop_downloads(loaded.user_id),
-            |()| prepare_download(&loaded.store, &scratch, loaded.user_id).expect("download"),
-            BatchSize::PerIteration,
-        )
-    });
+    for (name, schema) in [
+        (
+            "download: build + compress (schema 18, v11)",
+            DownloadSchema::V18,
+        ),
+        (
+            "download: build + compress (schema 11, legacy)",
+            DownloadSchema::V11,
+        ),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                // Without this the second call would be served from the cache.
+                || scratch.drop_downloads(loaded.user_id),
+                |()| {
+                    prepare_download(&loaded.store, &scratch, loaded.user_id, schema)
+                        .expect("download")
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
     group.finish();
 }
 

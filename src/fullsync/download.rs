@@ -1,9 +1,11 @@
-//! `download`: write the user's collection as a schema-11 SQLite file from one redb
-//! snapshot, and keep it for the next device until the collection changes.
+//! `download`: write the user's collection as a SQLite file from one redb snapshot, and keep
+//! it for the next device until the collection changes.
 //!
-//! Schema 11 for every client: legacy clients need it, and current ones upgrade it on open
-//! exactly as they upgrade any older collection (collection.md §6–7; the end-to-end tests
-//! compare every row and object after a download by both kinds of client).
+//! The file is in the layout the client's sync version reads as it is, as the official server
+//! sends it (protocol.md §1): schema 11 for legacy clients (v10 and older), schema 18 for
+//! current ones (v11). Current clients could upgrade a schema-11 file, but that cost them
+//! 0.37 s on a 100k-note collection at every full download (benches/README.md). The
+//! end-to-end tests compare every row and object after a download by both kinds of client.
 
 use std::fs::File;
 use std::path::Path;
@@ -11,6 +13,7 @@ use std::time::Instant;
 
 use rusqlite::{params, Connection};
 
+use super::schema18_file::write_schema18;
 use super::{FullSyncError, Scratch};
 use crate::store::{CollectionRecord, ObjectKind, Snapshot, SortField, Store};
 
@@ -63,12 +66,38 @@ CREATE INDEX ix_revlog_cid ON revlog (cid);
 CREATE INDEX ix_notes_csum ON notes (csum);
 ";
 
-/// The collection file for `user_id` as it is now: from the cache when nothing changed since
-/// it was built, else built from one snapshot.
+/// The collection layout of a download.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DownloadSchema {
+    V11,
+    V18,
+}
+
+impl DownloadSchema {
+    /// What a client of this sync version reads without converting.
+    pub fn for_sync_version(version: u8) -> Self {
+        if version >= 11 {
+            DownloadSchema::V18
+        } else {
+            DownloadSchema::V11
+        }
+    }
+
+    fn number(self) -> u8 {
+        match self {
+            DownloadSchema::V11 => 11,
+            DownloadSchema::V18 => 18,
+        }
+    }
+}
+
+/// The collection file for `user_id` as it is now, in `schema`: from the cache when nothing
+/// changed since it was built, else built from one snapshot.
 pub fn prepare_download(
     store: &Store,
     scratch: &Scratch,
     user_id: u64,
+    schema: DownloadSchema,
 ) -> Result<Download, FullSyncError> {
     let snapshot = store.snapshot()?;
     let record = snapshot
@@ -77,7 +106,8 @@ pub fn prepare_download(
     if record.generation == 0 {
         return Err(FullSyncError::NothingToDownload);
     }
-    let cached = scratch.download_path(user_id, record.generation, record.usn, record.modified_ms);
+    let version = (record.generation, record.usn, record.modified_ms);
+    let cached = scratch.download_path(user_id, version, schema.number());
     let compressed = compressed_path(&cached);
     if let Some(download) = open(&cached, &compressed)? {
         tracing::debug!(
@@ -87,10 +117,14 @@ pub fn prepare_download(
         );
         return Ok(download);
     }
-    scratch.drop_downloads(user_id);
+    // Older versions are useless now; this version in the other layout may still be asked for.
+    scratch.drop_downloads_but(user_id, version);
     let started = Instant::now();
     let building = scratch.build_file(user_id);
-    build(&snapshot, &record, building.path())?;
+    match schema {
+        DownloadSchema::V11 => build(&snapshot, &record, building.path())?,
+        DownloadSchema::V18 => write_schema18(&snapshot, &record, building.path())?,
+    }
     // The compressed copy goes into place first: a raw file in the cache always has its
     // compressed twin.
     let zst = scratch.build_file(user_id);
@@ -105,6 +139,7 @@ pub fn prepare_download(
         notes = record.counts.notes,
         cards = record.counts.cards,
         bytes = download.len,
+        schema = schema.number(),
         secs = format_args!("{:.1}", started.elapsed().as_secs_f64()),
         "full download built"
     );
@@ -146,8 +181,8 @@ fn compress(raw: &Path, dest: &Path) -> Result<(), FullSyncError> {
     .map_err(|e| FullSyncError::scratch(dest, e))
 }
 
-/// Write the collection into a new SQLite file at `path`: one transaction, no journal (the
-/// file is scratch until renamed), prepared statements.
+/// Write the collection into a new schema-11 SQLite file at `path`: one transaction, no
+/// journal (the file is scratch until renamed), prepared statements.
 fn build(snapshot: &Snapshot, record: &CollectionRecord, path: &Path) -> Result<(), FullSyncError> {
     let generation = record.generation;
     let mut conn = create_file(path)?;

@@ -15,7 +15,7 @@ mod schema18_file;
 mod scratch;
 mod upload;
 
-pub use download::{prepare_download, Download};
+pub use download::{prepare_download, Download, DownloadSchema};
 pub use error::FullSyncError;
 pub(crate) use schema18_file::write_schema18;
 pub use scratch::Scratch;

@@ -94,13 +94,13 @@ impl Scratch {
     pub(crate) fn download_path(
         &self,
         user_id: u64,
-        generation: u64,
-        usn: i32,
-        modified_ms: i64,
+        version: CollectionVersion,
+        schema: u8,
     ) -> PathBuf {
         self.cached_users().insert(user_id);
         self.dir.join(format!(
-            "download-{user_id}-{generation}-{usn}-{modified_ms}.anki2"
+            "{}s{schema}.anki2",
+            download_stem(user_id, version)
         ))
     }
 
@@ -115,16 +115,37 @@ impl Scratch {
         if !self.cached_users().remove(&user_id) {
             return;
         }
+        self.remove_downloads(user_id, None);
+    }
+
+    /// Forget a user's cached downloads of any collection version but `keep` (in either
+    /// layout).
+    pub(crate) fn drop_downloads_but(&self, user_id: u64, keep: CollectionVersion) {
+        self.remove_downloads(user_id, Some(&download_stem(user_id, keep)));
+    }
+
+    fn remove_downloads(&self, user_id: u64, keep: Option<&str>) {
         let prefix = format!("download-{user_id}-");
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
         for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(&prefix) && !keep.is_some_and(|keep| name.starts_with(keep)) {
                 remove_with_sidecars(&entry.path());
             }
         }
     }
+}
+
+/// What a cached download was built from: the collection's generation, usn and modification
+/// time. Any change to the collection changes one of them.
+pub(crate) type CollectionVersion = (u64, i32, i64);
+
+/// The start of the names of a collection version's cached files (one per layout).
+fn download_stem(user_id: u64, (generation, usn, modified_ms): CollectionVersion) -> String {
+    format!("download-{user_id}-{generation}-{usn}-{modified_ms}-")
 }
 
 impl Scratch {
@@ -171,7 +192,7 @@ mod tests {
         std::fs::write(leftover.path(), b"half an upload").unwrap();
         let path = leftover.path().to_path_buf();
         std::mem::forget(leftover); // as if the process had been killed
-        let cached = scratch.download_path(1, 2, 3, 4);
+        let cached = scratch.download_path(1, (2, 3, 4), 11);
         std::fs::write(&cached, b"x").unwrap();
         let scratch = Scratch::open(&db).unwrap();
         assert!(!path.exists());
@@ -192,18 +213,37 @@ mod tests {
         assert_eq!(leftovers(&db).unwrap(), vec![stray.path().to_path_buf()]);
         drop(stray);
 
-        std::fs::write(scratch.download_path(7, 1, 1, 1), b"x").unwrap();
+        std::fs::write(scratch.download_path(7, (1, 1, 1), 18), b"x").unwrap();
         assert!(
             leftovers(&db).unwrap().is_empty(),
             "a cached download is no leftover"
         );
-        std::fs::write(scratch.download_path(8, 1, 1, 1), b"x").unwrap();
+        std::fs::write(scratch.download_path(8, (1, 1, 1), 18), b"x").unwrap();
         scratch.drop_downloads(7);
-        assert!(!scratch.download_path(7, 1, 1, 1).exists());
-        assert!(scratch.download_path(8, 1, 1, 1).exists());
+        assert!(!scratch.download_path(7, (1, 1, 1), 18).exists());
+        assert!(scratch.download_path(8, (1, 1, 1), 18).exists());
         // Cached again after being dropped: dropped again.
-        std::fs::write(scratch.download_path(7, 2, 2, 2), b"x").unwrap();
+        std::fs::write(scratch.download_path(7, (2, 2, 2), 18), b"x").unwrap();
         scratch.drop_downloads(7);
-        assert!(!scratch.download_path(7, 2, 2, 2).exists());
+        assert!(!scratch.download_path(7, (2, 2, 2), 18).exists());
+    }
+
+    #[test]
+    fn building_one_layout_keeps_the_other_of_the_same_version_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let scratch = Scratch::open(&dir.path().join("x.redb")).unwrap();
+        let (old, current) = ((1, 5, 50), (1, 6, 60));
+        let files = [
+            scratch.download_path(3, old, 11),
+            scratch.download_path(3, old, 18),
+            scratch.download_path(3, current, 11),
+            scratch.download_path(4, old, 18),
+        ];
+        for file in &files {
+            std::fs::write(file, b"x").unwrap();
+        }
+        scratch.drop_downloads_but(3, current);
+        let exist: Vec<bool> = files.iter().map(|f| f.exists()).collect();
+        assert_eq!(exist, [false, false, true, true]);
     }
 }

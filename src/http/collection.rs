@@ -217,7 +217,9 @@ where
         });
         app.scratch.drop_downloads(user.id);
         app.janitor.notify_one();
-        prebuild_download(app, user);
+        // The other devices are most likely clients of the uploader's kind.
+        let schema = fullsync::DownloadSchema::for_sync_version(request.sync_version);
+        prebuild_download(app, user, schema);
     }
     Ok(boxed(envelope::encode_ok(
         &request.envelope,
@@ -276,13 +278,13 @@ mod test_hooks {
 /// After a full upload, the user's other devices come for a full download: build it now, in
 /// the user's actor (queued after nothing but this user's requests), so they find it ready
 /// instead of waiting for the build (benches/README.md, first download).
-fn prebuild_download(app: &App, user: UserRef) {
+fn prebuild_download(app: &App, user: UserRef, schema: fullsync::DownloadSchema) {
     let (users, store, scratch) = (app.users.clone(), app.store.clone(), app.scratch.clone());
     tokio::spawn(async move {
         let built = users
             .run(&user, move |_state| {
                 crate::bulk::run("download", || {
-                    fullsync::prepare_download(&store, &scratch, user.id).map(|_| ())
+                    fullsync::prepare_download(&store, &scratch, user.id, schema).map(|_| ())
                 })
             })
             .await;

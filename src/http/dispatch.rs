@@ -285,11 +285,12 @@ async fn api(
         Method::Sync(SyncMethod::Download) => {
             let user = authenticate(app, &app.users, &request.host_key, context).await?;
             let (store, scratch) = (app.store.clone(), app.scratch.clone());
+            let schema = fullsync::DownloadSchema::for_sync_version(request.sync_version);
             let download = app
                 .users
                 .run(&user, move |state| {
                     state.discard_session();
-                    fullsync::prepare_download(&store, &scratch, user.id)
+                    fullsync::prepare_download(&store, &scratch, user.id, schema)
                 })
                 .await??;
             context.completes = Some(Completes {
