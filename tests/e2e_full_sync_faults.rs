@@ -338,16 +338,19 @@ fn downloads_come_in_the_schema_the_clients_sync_version_reads() {
     let (server, _a) = server_with_collection(&[]);
     let key = host_key(&server);
     // v11: schema 18, as the official server sends it (protocol.md §1), zstd-compressed.
-    let header = format!(r#"{{"v":11,"k":"{key}","c":"test","s":"down"}}"#);
-    let (status, reply) = http_request_raw(
-        &server.endpoint(),
-        "POST",
-        "/sync/download",
-        &[("anki-sync", &header)],
-        &zstd::encode_all(&b"{}"[..], 1).unwrap(),
-    );
-    assert_eq!(status, 200);
-    assert_eq!(schema_of(&zstd::decode_all(reply.as_slice()).unwrap()), 18);
+    let v11_download = || {
+        let header = format!(r#"{{"v":11,"k":"{key}","c":"test","s":"down"}}"#);
+        let (status, reply) = http_request_raw(
+            &server.endpoint(),
+            "POST",
+            "/sync/download",
+            &[("anki-sync", &header)],
+            &zstd::encode_all(&b"{}"[..], 1).unwrap(),
+        );
+        assert_eq!(status, 200);
+        schema_of(&zstd::decode_all(reply.as_slice()).unwrap())
+    };
+    assert_eq!(v11_download(), 18);
     // Legacy (multipart, v10 and older): schema 11, plain; twice, so the second comes from
     // the cache, which keeps both layouts of one collection version.
     for _ in 0..2 {
@@ -357,15 +360,7 @@ fn downloads_come_in_the_schema_the_clients_sync_version_reads() {
         assert_eq!(status, 200);
         assert_eq!(schema_of(&reply), 11);
     }
-    let (status, reply) = http_request_raw(
-        &server.endpoint(),
-        "POST",
-        "/sync/download",
-        &[("anki-sync", &header)],
-        &zstd::encode_all(&b"{}"[..], 1).unwrap(),
-    );
-    assert_eq!(status, 200);
-    assert_eq!(schema_of(&zstd::decode_all(reply.as_slice()).unwrap()), 18);
+    assert_eq!(v11_download(), 18);
     // The second legacy and the last v11 download at least were served from the cache.
     assert!(server.log().matches("full download from the cache").count() >= 2);
 }
