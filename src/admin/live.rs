@@ -24,7 +24,7 @@ pub(crate) async fn settle(app: &App, aftermath: Aftermath) {
                 .users
                 .run(&user, move |state| {
                     if state.discard_session_of(&device) {
-                        store.clear_staged(state.user.id)
+                        state.clear_staged(&store)
                     } else {
                         Ok(())
                     }

@@ -64,15 +64,7 @@ pub(crate) fn apply_chunk(
     key: &str,
     request: ApplyChunkRequest,
 ) -> Result<(), SyncError> {
-    let result = state.with_session(key, |session| {
-        let snapshot = store.snapshot()?;
-        session.apply_chunk(&snapshot, &request.chunk)?;
-        session.bound_memory(store)?;
-        Ok(session.spilled())
-    });
-    // Before the result: a step that failed after spilling leaves rows behind too.
-    if !matches!(result, Ok(false)) {
-        state.staged_clear = false;
-    }
-    result.map(|_| ())
+    state.stage_step(store, key, |session| {
+        session.apply_chunk(&store.snapshot()?, &request.chunk)
+    })
 }

@@ -53,8 +53,7 @@ pub(crate) fn finish(
             "the collection changed during the sync",
         )),
         CommitOutcome::OverQuota(exceeded) => {
-            store.clear_staged(state.user.id)?;
-            state.staged_clear = true;
+            state.clear_staged(store)?;
             let message = exceeded.collection_message();
             tracing::warn!(user = %state.user.name, "sync refused: {message}");
             // The client shows nothing of an error reply but its status; `meta` tells the
@@ -67,9 +66,6 @@ pub(crate) fn finish(
 
 pub(crate) fn abort(store: &Store, state: &mut UserState) -> Result<(), SyncError> {
     state.discard_session();
-    if !state.staged_clear {
-        store.clear_staged(state.user.id)?;
-        state.staged_clear = true;
-    }
+    state.clear_staged(store)?;
     Ok(())
 }

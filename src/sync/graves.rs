@@ -10,15 +10,7 @@ pub(crate) fn apply_graves(
     key: &str,
     request: ApplyGravesRequest,
 ) -> Result<(), SyncError> {
-    let result = state.with_session(key, |session| {
-        let snapshot = store.snapshot()?;
-        session.apply_graves(&snapshot, &request.chunk)?;
-        session.bound_memory(store)?;
-        Ok(session.spilled())
-    });
-    // Before the result: a step that failed after spilling leaves rows behind too.
-    if !matches!(result, Ok(false)) {
-        state.staged_clear = false;
-    }
-    result.map(|_| ())
+    state.stage_step(store, key, |session| {
+        session.apply_graves(&store.snapshot()?, &request.chunk)
+    })
 }

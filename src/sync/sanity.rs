@@ -30,8 +30,7 @@ pub(crate) fn sanity_check(
     if !ok {
         tracing::warn!(%user, ?client, ?server, "sanity check failed; the sync is discarded");
         state.discard_session();
-        store.clear_staged(state.user.id)?;
-        state.staged_clear = true;
+        state.clear_staged(store)?;
     }
     Ok(SanityCheckResponse {
         status: if ok { "ok" } else { "bad" },

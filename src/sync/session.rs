@@ -408,12 +408,12 @@ impl SyncSession {
 
     /// Move the stage's rows to the database once it holds more than `memory_rows`.
     pub(crate) fn bound_memory(&mut self, store: &Store) -> Result<(), SyncError> {
-        let stage = &mut self.stage;
-        if stage.notes.len() + stage.cards.len() + stage.revlog.len() <= self.memory_rows {
+        let staged = self.stage_rows();
+        if staged <= self.memory_rows {
             return Ok(());
         }
-        let mut rows =
-            Vec::with_capacity(stage.notes.len() + stage.cards.len() + stage.revlog.len());
+        let stage = &mut self.stage;
+        let mut rows = Vec::with_capacity(staged);
         // Unchanged entries are dropped, not spilled: they are the live rows, read again
         // when touched.
         for (id, s) in std::mem::take(&mut stage.notes)

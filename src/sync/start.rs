@@ -20,10 +20,7 @@ pub(crate) fn start(
     }
     state.discard_session();
     // Rows a discarded sync moved out of memory (cheap: not durable, usually nothing).
-    if !state.staged_clear {
-        store.clear_staged(state.user.id)?;
-        state.staged_clear = true;
-    }
+    state.clear_staged(store)?;
     let snapshot = store.snapshot()?;
     let record = snapshot
         .collection(state.user.id)?

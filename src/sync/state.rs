@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::session::SyncSession;
 use super::SyncError;
 use crate::auth::UserRef;
-use crate::store::HostKeyHash;
+use crate::store::{HostKeyHash, Store, StoreError};
 
 #[derive(Debug)]
 pub(crate) struct UserState {
@@ -59,6 +59,36 @@ impl UserState {
             self.session = None;
         }
         result
+    }
+
+    /// Run a step of the sync `key` that stages the client's rows, then keep the stage
+    /// within `memory_rows` (past it the rows move to the database's staging table). Once
+    /// rows may be there, clearing them takes a write again.
+    pub(crate) fn stage_step(
+        &mut self,
+        store: &Store,
+        key: &str,
+        step: impl FnOnce(&mut SyncSession) -> Result<(), SyncError>,
+    ) -> Result<(), SyncError> {
+        let result = self.with_session(key, |session| {
+            step(session)?;
+            session.bound_memory(store)?;
+            Ok(session.spilled())
+        });
+        // Before the result: a step that failed after spilling leaves rows behind too.
+        if !matches!(result, Ok(false)) {
+            self.staged_clear = false;
+        }
+        result.map(|_| ())
+    }
+
+    /// Remove this user's rows from the staging table, unless none can be there.
+    pub(crate) fn clear_staged(&mut self, store: &Store) -> Result<(), StoreError> {
+        if !self.staged_clear {
+            store.clear_staged(self.user.id)?;
+            self.staged_clear = true;
+        }
+        Ok(())
     }
 
     /// Forget the sync in progress (abort, full sync, a newer start).
