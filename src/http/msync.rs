@@ -106,7 +106,7 @@ async fn run_media_json<T: serde::Serialize + Send + 'static>(
 }
 
 /// `uploadChanges`: the zip is decompressed into memory (most are a few MiB) or, past
-/// [`media::UPLOAD_IN_MEMORY`], a scratch file; then the user's media actor checks it and
+/// [`media::ZIP_IN_MEMORY`], a scratch file; then the user's media actor checks it and
 /// takes it in, all or nothing.
 pub(super) async fn media_upload<B>(
     app: &App,
@@ -123,7 +123,7 @@ where
         body: received,
         file,
         user,
-    } = match receive_file(app, headers, body, media::UPLOAD_IN_MEMORY, context).await? {
+    } = match receive_file(app, headers, body, media::ZIP_IN_MEMORY, context).await? {
         Ok(received) => received,
         Err(OverLimit { error, .. }) => return Err(error.into()),
     };

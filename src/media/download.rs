@@ -1,7 +1,7 @@
 //! `downloadFiles`: up to 25 named files as a zip (entries `"0"`, `"1"`, … and a `_meta`
 //! object mapping entry to name), cut after the file that takes the total past 2.5 MiB; the
 //! client asks again for the rest (protocol.md §5.5). The zip is written entry by entry from
-//! one read snapshot: in memory when its files add up to at most [`IN_MEMORY`] (every zip
+//! one read snapshot: in memory when its files add up to at most [`ZIP_IN_MEMORY`] (every zip
 //! of small files), otherwise into a scratch file it is streamed from, so memory stays flat
 //! however large the files.
 
@@ -13,7 +13,7 @@ use serde::Deserialize;
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipWriter};
 
-use super::{MediaError, MediaState, MAX_FILES_PER_ZIP};
+use super::{MediaError, MediaState, MAX_FILES_PER_ZIP, ZIP_IN_MEMORY};
 use crate::store::{MediaSnapshot, Store, StoreError};
 
 /// A zip stops after the file that takes it past this many bytes (2.5 MiB).
@@ -23,11 +23,6 @@ pub(crate) const DOWNLOAD_CUTOFF: u64 = 2_621_440;
 pub(crate) struct DownloadFilesRequest {
     pub files: Vec<String>,
 }
-
-/// A zip whose files add up to at most this many bytes is built in memory: writing it to a
-/// scratch file and reading it back cost more than the rest of the request for the
-/// benchmark's mixed set (benches/README.md, media sync).
-const IN_MEMORY: u64 = 8 * 1024 * 1024;
 
 /// The built zip.
 #[derive(Debug)]
@@ -77,7 +72,7 @@ pub(crate) fn download_files(
             "media download cut at 2.5 MiB; the client asks again for the rest"
         );
     }
-    if total <= IN_MEMORY {
+    if total <= ZIP_IN_MEMORY as u64 {
         let buffer = io::Cursor::new(Vec::with_capacity(usize::try_from(total).unwrap_or(0)));
         let buffer = write_zip(&snapshot, &planned, buffer)?;
         return Ok(DownloadZip::Memory(buffer.into_inner()));

@@ -30,12 +30,17 @@ pub(crate) use error::MediaError;
 pub(crate) use filename::problem as filename_problem;
 pub(crate) use sanity::media_sanity;
 pub use upload::UploadZip;
-pub(crate) use upload::{upload_changes, UploadSource, UPLOAD_IN_MEMORY};
+pub(crate) use upload::{upload_changes, UploadSource};
 
 /// Most files in one zip, either way (protocol.md §5.4, §5.5).
 pub(crate) const MAX_FILES_PER_ZIP: usize = 25;
 /// Largest single media file (100 MiB), as on the official server.
 pub(crate) const MAX_FILE_SIZE: u64 = 100 * 1024 * 1024;
+/// A zip of up to this many bytes, either way, is held in memory rather than in a scratch
+/// file: every zip of small files (a zip closes at about 2.5 MiB, plus the file that
+/// crossed it). Writing such a zip to a file and reading it back cost more than the rest of
+/// its request (benches/README.md, media sync); memory stays bounded by one zip per user.
+pub(crate) const ZIP_IN_MEMORY: usize = 8 * 1024 * 1024;
 
 /// What the media actor keeps for a user between requests. Media sync has no session (the
 /// official server dropped media session keys), so this is only who the actor serves; the

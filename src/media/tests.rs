@@ -70,7 +70,7 @@ fn upload(store: &Store, user: u64, zip: &[u8]) -> Result<(usize, i32), MediaErr
     upload_from(store, user, UploadSource::Memory(zip.to_vec()))
 }
 
-/// Upload `zip` as received into a scratch file (as zips past `UPLOAD_IN_MEMORY` are).
+/// Upload `zip` as received into a scratch file (as zips past `ZIP_IN_MEMORY` are).
 fn upload_from_file(store: &Store, user: u64, zip: &[u8]) -> Result<(usize, i32), MediaError> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("upload.zip");

@@ -34,11 +34,6 @@ pub(crate) enum UploadChangesReply {
     Refused(JsonRefusal),
 }
 
-/// Zips up to this size are received into memory: every zip of small files (clients close a
-/// zip at about 2.5 MiB, plus the file that crossed it), and memory stays bounded by one
-/// such zip per user uploading.
-pub(crate) const UPLOAD_IN_MEMORY: usize = 8 * 1024 * 1024;
-
 /// Where an upload zip is.
 #[derive(Debug)]
 pub(crate) enum UploadSource {
