@@ -79,20 +79,27 @@ fn modern_upload(server: &Server, key: &str, collection: &[u8]) -> (u16, String)
 }
 
 fn modern_upload_compressed(server: &Server, key: &str, body: &[u8]) -> (u16, String) {
-    let header = format!(r#"{{"v":11,"k":"{key}","c":"test","s":"up"}}"#);
+    let (status, text) = v11_post(server, "/sync/upload", key, body);
+    (status, String::from_utf8_lossy(&text).into_owned())
+}
+
+/// POST an already compressed `body` in the v11 envelope; a 200 reply comes back
+/// decompressed.
+fn v11_post(server: &Server, path: &str, key: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let header = format!(r#"{{"v":11,"k":"{key}","c":"test","s":"s"}}"#);
     let (status, reply) = http_request_raw(
         &server.endpoint(),
         "POST",
-        "/sync/upload",
+        path,
         &[("anki-sync", &header)],
         body,
     );
-    let text = if status == 200 {
+    let reply = if status == 200 {
         zstd::decode_all(reply.as_slice()).expect("a v11 reply is zstd")
     } else {
         reply
     };
-    (status, String::from_utf8_lossy(&text).into_owned())
+    (status, reply)
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
@@ -339,16 +346,10 @@ fn downloads_come_in_the_schema_the_clients_sync_version_reads() {
     let key = host_key(&server);
     // v11: schema 18, as the official server sends it (protocol.md §1), zstd-compressed.
     let v11_download = || {
-        let header = format!(r#"{{"v":11,"k":"{key}","c":"test","s":"down"}}"#);
-        let (status, reply) = http_request_raw(
-            &server.endpoint(),
-            "POST",
-            "/sync/download",
-            &[("anki-sync", &header)],
-            &zstd::encode_all(&b"{}"[..], 1).unwrap(),
-        );
+        let body = zstd::encode_all(&b"{}"[..], 1).unwrap();
+        let (status, file) = v11_post(&server, "/sync/download", &key, &body);
         assert_eq!(status, 200);
-        schema_of(&zstd::decode_all(reply.as_slice()).unwrap())
+        schema_of(&file)
     };
     assert_eq!(v11_download(), 18);
     // Legacy (multipart, v10 and older): schema 11, plain; twice, so the second comes from
