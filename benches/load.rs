@@ -1250,11 +1250,42 @@ fn profile(secs: u64) {
     );
 }
 
+/// `LOAD_PROFILE_HOL=UPLOADS`: only our server, the head-of-line scenario with UPLOADS
+/// uploads of the large collection (PID printed first, as for `LOAD_PROFILE`); prints the
+/// idle and during p99 and the request times of the steps that waited.
+fn profile_head_of_line(uploads: usize) {
+    let scratch = TempDir::new().expect("scratch");
+    let small = prepare_upload(&dataset(SMALL_NOTES), scratch.path());
+    let large_dir = scratch.path().join("large");
+    std::fs::create_dir_all(&large_dir).expect("create a preparation directory");
+    let large = prepare_upload(&dataset(LARGE_NOTES), &large_dir);
+    let server = Server::start(load_options(false));
+    let mut workers = start_users(&server, &small, 0, HOL_USERS);
+    eprintln!("PID {} — head-of-line, {uploads} uploads", server.pid());
+    let hol = head_of_line(&server, &mut workers, &large, uploads, 10);
+    eprintln!(
+        "idle p99 {:.1} ms, during p99 {:.1} ms ({:.2}x), upload walls {:?} s",
+        hol.idle.p(0.99),
+        hol.during.p(0.99),
+        hol.during.p(0.99) / hol.idle.p(0.99),
+        hol.upload_walls
+    );
+    eprintln!("{}", method_table(&BTreeMap::new(), &hol.request_times));
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; other arguments mean nothing here and are ignored.
     announce_our_server();
     if let Ok(secs) = std::env::var("LOAD_PROFILE") {
         profile(secs.parse().expect("LOAD_PROFILE is a number of seconds"));
+        return;
+    }
+    if let Ok(uploads) = std::env::var("LOAD_PROFILE_HOL") {
+        profile_head_of_line(
+            uploads
+                .parse()
+                .expect("LOAD_PROFILE_HOL is a number of uploads"),
+        );
         return;
     }
     let loop_secs = positive_env("LOAD_SECS", 15);

@@ -104,40 +104,43 @@ impl Store {
     /// Returns the bytes the batch's rows and objects take (the collection quota's measure,
     /// see [`CollectionRecord::data_bytes`]).
     pub fn write_batch(&self, generation: u64, batch: &RowBatch) -> Result<u64, StoreError> {
+        fn encode_all<T: serde::Serialize>(
+            rows: &[(i64, T)],
+        ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+            rows.iter()
+                .map(|(id, row)| Ok((*id, encode_row(row)?)))
+                .collect()
+        }
+        // Encoded before the write lock is taken: other users' `finish`es wait for the
+        // lock, and encoding is a good part of a batch's work.
+        let notes = encode_all(&batch.notes)?;
+        let cards = encode_all(&batch.cards)?;
+        let revlog = encode_all(&batch.revlog)?;
+        let objects = batch
+            .objects
+            .iter()
+            .map(|(kind, key, object)| Ok((*kind, key.as_str(), encode(object)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
         let mut tx = self.write()?;
         tx.set_durability(redb::Durability::None)
             .map_err(|e| StoreError::Redb(e.into()))?;
         let mut bytes = 0u64;
         {
-            let mut put = |table: &mut redb::Table<(u64, i64), &[u8]>,
-                           id: i64,
-                           value: Vec<u8>|
-             -> Result<(), StoreError> {
-                bytes += value.len() as u64;
-                table.insert((generation, id), value.as_slice())?;
-                Ok(())
-            };
-            let mut notes = tx.open_table(NOTES)?;
-            for (id, row) in &batch.notes {
-                put(&mut notes, *id, encode_row(row)?)?;
-            }
-            let mut cards = tx.open_table(CARDS)?;
-            for (id, row) in &batch.cards {
-                put(&mut cards, *id, encode_row(row)?)?;
-            }
-            let mut revlog = tx.open_table(REVLOG)?;
-            for (id, row) in &batch.revlog {
-                put(&mut revlog, *id, encode_row(row)?)?;
+            for (table, rows) in [(NOTES, &notes), (CARDS, &cards), (REVLOG, &revlog)] {
+                let mut table = tx.open_table(table)?;
+                for (id, value) in rows {
+                    bytes += value.len() as u64;
+                    table.insert((generation, *id), value.as_slice())?;
+                }
             }
             let mut graves = tx.open_table(GRAVES)?;
             for (usn, kind, id) in &batch.graves {
                 graves.insert((generation, *usn, *kind, *id), ())?;
             }
-            let mut objects = tx.open_table(OBJECTS)?;
-            for (kind, key, object) in &batch.objects {
-                let value = encode(object)?;
+            let mut table = tx.open_table(OBJECTS)?;
+            for (kind, key, value) in &objects {
                 bytes += value.len() as u64;
-                objects.insert((generation, *kind, key.as_str()), value.as_slice())?;
+                table.insert((generation, *kind, *key), value.as_slice())?;
             }
             let mut changes = tx.open_table(CHANGES)?;
             for (usn, kind, id) in &batch.changes {
