@@ -17,34 +17,41 @@ pub(super) struct SyncHeader {
 }
 
 pub(super) fn parse_header(value: &HeaderValue) -> Result<SyncHeader, EnvelopeError> {
-    // Parsing the raw bytes rather than `to_str()` accepts UTF-8 in the client version
-    // string, which `to_str()` would reject as non-ASCII.
-    let json: serde_json::Value = serde_json::from_slice(value.as_bytes())
-        .map_err(|e| EnvelopeError::BadHeader(without_position(&e)))?;
     // serde would also accept `[v, k, c, s]` for a struct; clients send an object, and
     // anything else is not the documented header.
-    if !json.is_object() {
+    if !is_json_object(value) {
         return Err(EnvelopeError::BadHeader("expected a JSON object".into()));
     }
-    let header: SyncHeader =
-        serde_json::from_value(json).map_err(|e| EnvelopeError::BadHeader(without_position(&e)))?;
+    // Parsing the raw bytes rather than `to_str()` accepts UTF-8 in the client version
+    // string, which `to_str()` would reject as non-ASCII.
+    let header: SyncHeader = serde_json::from_slice(value.as_bytes())
+        .map_err(|e| EnvelopeError::BadHeader(without_position(&e)))?;
     if !(MIN_SYNC_VERSION..=MAX_SYNC_VERSION).contains(&header.v) {
         return Err(EnvelopeError::UnsupportedVersion(header.v));
     }
     Ok(header)
 }
 
+fn is_json_object(value: &HeaderValue) -> bool {
+    value.as_bytes().trim_ascii_start().first() == Some(&b'{')
+}
+
 /// Keys of an `anki-sync` header this server does not read (for a warning: a newer client
 /// may add some). Empty when the header is absent or not a JSON object.
 pub(crate) fn unknown_header_fields(value: &HeaderValue) -> Vec<String> {
     const KNOWN: [&str; 4] = ["v", "k", "c", "s"];
-    match serde_json::from_slice::<serde_json::Value>(value.as_bytes()) {
-        Ok(serde_json::Value::Object(map)) => map
-            .keys()
+    if !is_json_object(value) {
+        return Vec::new();
+    }
+    // Only the keys: every request carries this header, and its values are read (once)
+    // by `parse_header`.
+    type Keys = std::collections::BTreeMap<String, serde::de::IgnoredAny>;
+    match serde_json::from_slice::<Keys>(value.as_bytes()) {
+        Ok(keys) => keys
+            .into_keys()
             .filter(|k| !KNOWN.contains(&k.as_str()))
-            .cloned()
             .collect(),
-        _ => Vec::new(),
+        Err(_) => Vec::new(),
     }
 }
 
