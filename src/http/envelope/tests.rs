@@ -160,6 +160,9 @@ async fn modern_header_with_wrong_types() {
         r#"{"v":300,"k":"k","c":"c","s":"s"}"#,
         r#"{"v":-1,"k":"k","c":"c","s":"s"}"#,
         r#"{"v":11.5,"k":"k","c":"c","s":"s"}"#,
+        // As the official server (serde into its struct), a repeated key is refused.
+        r#"{"v":11,"k":"k","c":"c","s":"s","k":"other"}"#,
+        r#" ["11","k","c","s"]"#,
     ] {
         let error = decode_post(
             &headers_with("anki-sync", bad),
