@@ -566,12 +566,18 @@ mod tests {
     use super::*;
     use crate::store::temp_store;
 
+    /// A copy of the rich v11 fixture at `dir/name`.
+    fn rich_copy(dir: &Path, name: &str) -> std::path::PathBuf {
+        let path = dir.join(name);
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rich.v11.anki2");
+        std::fs::copy(fixture, &path).unwrap();
+        path
+    }
+
     /// The rich fixture with one index redefined over another column: every row reads
     /// fine, only SQLite's integrity check sees that the index no longer matches its table.
     fn index_out_of_step(dir: &Path) -> std::path::PathBuf {
-        let path = dir.join("c.anki2");
-        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rich.v11.anki2");
-        std::fs::copy(fixture, &path).unwrap();
+        let path = rich_copy(dir, "c.anki2");
         let conn = Connection::open(&path).unwrap();
         conn.execute_batch(
             "PRAGMA writable_schema = ON;
@@ -603,9 +609,7 @@ mod tests {
         assert_eq!(store.doomed_generations().unwrap().len(), 1);
 
         // The same file, intact, goes in.
-        let intact = files.path().join("intact.anki2");
-        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rich.v11.anki2");
-        std::fs::copy(fixture, &intact).unwrap();
+        let intact = rich_copy(files.path(), "intact.anki2");
         assert_eq!(
             receive_upload(&store, 1, &intact, 1, None, 0).unwrap(),
             UploadReply::Ok
